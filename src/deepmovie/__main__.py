@@ -1,0 +1,3 @@
+from deepmovie.cli import main
+
+main()

@@ -1,0 +1,161 @@
+"""The ``deepmovie`` commands; each mirrors a function of the Python API."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from deepmovie.cli.report import print_summary
+from deepmovie.config import RunConfig, build_config, load_config_file, parse_assignments
+from deepmovie.errors import DeepMovieError
+
+app = typer.Typer(
+    help="DeepMovie: train, compare and serve movie recommenders.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _quiet(quiet: bool) -> None:
+    logging.getLogger("deepmovie").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+@app.command()
+def models() -> None:
+    """List the registered models and their parameters."""
+    from deepmovie.models import MODELS
+
+    for name, cls in MODELS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        typer.echo(f"{name:14s} {doc}")
+        for field, info in cls.Params.model_fields.items():
+            typer.echo(f"    {field}={info.default!r}  {info.description or ''}".rstrip())
+
+
+@app.command()
+def datasets() -> None:
+    """List the built-in dataset names and whether each is on disk."""
+    from deepmovie.data import catalog
+
+    for name, release in catalog.RELEASES.items():
+        path = catalog.installed_path(name)
+        status = (
+            ("bundled" if name == catalog.DEFAULT_DATASET else "downloaded")
+            if path
+            else f"not downloaded (deepmovie fetch {name})"
+        )
+        typer.echo(f"{name:16s} {release.ratings:>18s} ratings  {status}")
+
+
+@app.command()
+def splits() -> None:
+    """List the evaluation protocols (split specs)."""
+    from deepmovie.splits import PROTOCOLS
+
+    for name, protocol in PROTOCOLS.items():
+        typer.echo(f"{name:14s} {(protocol.__doc__ or '').strip().splitlines()[0]}")
+
+
+@app.command()
+def fetch(
+    name: Annotated[str, typer.Argument(help="dataset name, e.g. ml-1m (see `deepmovie datasets`)")],
+    force: Annotated[bool, typer.Option(help="download again even if present")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Download an official MovieLens zip into DEEPMOVIE_HOME, verify it and unpack it."""
+    from deepmovie.data.fetch import fetch as fetch_release
+
+    path = fetch_release(name, force=force, quiet=quiet)
+    typer.echo(str(path))
+
+
+@app.command()
+def synth(
+    shape: Annotated[str, typer.Argument(help="ml-100k, ml-1m, ml-10m or ml-20m")],
+    out: Annotated[Path, typer.Option("--out", help="folder to write ratings.csv into")],
+    seed: int = 0,
+    noise: Annotated[float, typer.Option(help="std of the Gaussian noise: the RMSE floor")] = 0.8,
+    scale: Annotated[str, typer.Option(help="rating scale: 'whole' (1..5) or 'half' (0.5..5)")] = "whole",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Generate ratings with a known structure and noise floor, in a MovieLens dataset's shape."""
+    from deepmovie.data.synth import synthesize
+
+    report = synthesize(shape, out, seed=seed, noise=noise, scale=scale, quiet=quiet)
+    typer.echo(report)
+
+
+@app.command()
+def train(
+    model: Annotated[str | None, typer.Argument(help="model name (see `deepmovie models`)")] = None,
+    data: Annotated[str | None, typer.Option(help="dataset name, folder or ratings file")] = None,
+    split: Annotated[str | None, typer.Option(help="random:0.1, convmf, fold:u1, kfold:5, ...")] = None,
+    test_file: Annotated[str | None, typer.Option(help="explicit test ratings; DATA is then train")] = None,
+    item_docs: Annotated[str | None, typer.Option(help="ConvMF-style item_id::text file")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (as written to RUN_DIR)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="model parameter key=value")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    valid_fraction: Annotated[
+        float | None, typer.Option(help="share of train held out for validation")
+    ] = None,
+    sep: Annotated[str | None, typer.Option(help="delimiter of a generic ratings file")] = None,
+    columns: Annotated[str | None, typer.Option(help="user=COL,item=COL,rating=COL[,timestamp=COL]")] = None,
+    rating_scale: Annotated[str | None, typer.Option(help="LOW:HIGH of a generic ratings file")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory to write")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train a model, evaluate it on the test rows once, and write RUN_DIR."""
+    from deepmovie.experiment import CONFIG, run
+
+    _quiet(quiet)
+    if resume is not None:
+        run_config = build_config(load_config_file(resume / CONFIG))
+        summary = run(run_config, resume, resume=True, quiet=quiet)
+        print_summary(summary)
+        return
+    if model is None:
+        raise DeepMovieError("train needs a MODEL (see `deepmovie models`) or --resume RUN_DIR")
+    values: dict[str, Any] = load_config_file(config) if config else {}
+    values["model"] = model
+    given = {
+        "data": data,
+        "split": split,
+        "test_file": test_file,
+        "item_docs": item_docs,
+        "seed": seed,
+        "device": device,
+        "valid_fraction": valid_fraction,
+    }
+    values.update({k: v for k, v in given.items() if v is not None})
+    read = dict(values.get("read") or {})
+    if sep is not None:
+        read["sep"] = {"tab": "\t", "\\t": "\t"}.get(sep, sep)
+    if columns is not None:
+        read["columns"] = _pairs(columns, "--columns")
+    if rating_scale is not None:
+        low, _, high = rating_scale.partition(":")
+        read["rating_scale"] = (low, high)
+    values["read"] = read
+    values["params"] = {**(values.get("params") or {}), **parse_assignments(set_ or [])}
+    run_config = build_config(values)
+    summary = run(run_config, out, quiet=quiet)
+    print_summary(summary)
+
+
+def _pairs(text: str, option: str) -> dict[str, str]:
+    pairs = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise DeepMovieError(f"{option} {text!r}: expected role=column pairs")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+__all__ = ["RunConfig", "app"]

@@ -1,0 +1,42 @@
+"""Plain-text result tables for the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return format(value, spec)
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """One results table per run: what was trained on what, and how well and how fast."""
+    rmse = _fmt(summary["test_rmse"])
+    if "test_rmse_std" in summary:
+        rmse += f" ± {summary['test_rmse_std']:.4f}"
+    rows = [
+        ("model", summary["model"]),
+        ("data", summary["dataset"]),
+        ("split", f"{summary['split']} (seed {summary['seed']}, hash {summary['split_hash'][:16]})"),
+        (
+            "train / valid / test rows",
+            f"{summary['n_train']:,} / {summary['n_valid']:,} / {summary['n_test']:,}",
+        ),
+        ("test RMSE", rmse),
+        ("test MAE", _fmt(summary["test_mae"])),
+        ("valid RMSE (best epoch)", f"{_fmt(summary['valid_rmse'])} (epoch {summary['best_epoch']})"),
+        ("cold test rows", f"{summary['cold_test_rows']:,} ({summary['cold_policy']})"),
+        ("epochs", f"{summary['epochs']} ({summary['stopped_because']})"),
+        ("fit seconds", _fmt(summary["fit_seconds"], ".2f")),
+        ("train samples/s", _fmt(summary["train_samples_per_second"], ",.0f")),
+        ("device", summary["device"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")

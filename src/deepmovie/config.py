@@ -1,0 +1,126 @@
+"""Run configuration: validated with Pydantic, written back fully resolved as ``config.yaml``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from deepmovie.data.catalog import DEFAULT_DATASET
+from deepmovie.data.dataset import ReadOptions
+from deepmovie.data.interactions import RatingScale
+from deepmovie.errors import DeepMovieError
+from deepmovie.models import MODELS, ModelParams
+
+
+class ReadConfig(BaseModel):
+    """How to read a generic ratings file (MovieLens layouts need none of this)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sep: str | None = None
+    columns: dict[str, str] | None = None
+    header: bool | None = None
+    encoding: str = "utf-8"
+    rating_scale: tuple[float, float] | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _known_roles(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        unknown = set(value or {}) - {"user", "item", "rating", "timestamp"}
+        if unknown:
+            raise ValueError(f"unknown column role(s) {sorted(unknown)} (user, item, rating, timestamp)")
+        return value
+
+    def options(self) -> ReadOptions:
+        scale = None
+        if self.rating_scale is not None:
+            low, high = self.rating_scale
+            if not low < high:
+                raise DeepMovieError(f"read.rating_scale: {low}..{high} is empty")
+            scale = RatingScale(low, high, 0.0)
+        return ReadOptions(self.sep, self.columns, self.header, self.encoding, scale)
+
+
+class RunConfig(BaseModel):
+    """Everything that determines a training run; ``params`` are the model's own settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    data: str = DEFAULT_DATASET
+    split: str = "random:0.1"
+    test_file: str | None = None
+    item_docs: str | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    valid_fraction: float = Field(0.1, ge=0, lt=1)
+    read: ReadConfig = Field(default_factory=ReadConfig)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def model_params(self) -> ModelParams:
+        """The model's validated parameters (defaults filled in)."""
+        return parse_params(self.model, self.params)
+
+    def resolved(self) -> dict[str, Any]:
+        data = self.model_dump()
+        data["params"] = self.model_params().model_dump()
+        return data
+
+
+def parse_params(model: str, params: dict[str, Any]) -> ModelParams:
+    cls = MODELS.get(model).Params
+    try:
+        return cls(**params)
+    except ValidationError as exc:
+        raise DeepMovieError(_describe(exc, f"model {model!r} parameter", cls)) from None
+
+
+def build_config(values: dict[str, Any]) -> RunConfig:
+    try:
+        config = RunConfig(**values)
+    except ValidationError as exc:
+        raise DeepMovieError(_describe(exc, "config field", RunConfig)) from None
+    config.model_params()
+    return config
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DeepMovieError(f"{path}: no such file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DeepMovieError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(values, dict):
+        raise DeepMovieError(f"{path}: expected a mapping of config fields")
+    return values
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """``["lr=0.01", "hidden=[64,32]"]`` -> ``{"lr": 0.01, "hidden": [64, 32]}`` (YAML values)."""
+    values: dict[str, Any] = {}
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise DeepMovieError(f"--set {text!r}: expected key=value")
+        try:
+            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            values[key.strip()] = raw
+    return values
+
+
+def dump_yaml(values: dict[str, Any]) -> str:
+    return yaml.safe_dump(values, sort_keys=False)
+
+
+def _describe(exc: ValidationError, what: str, cls: type[BaseModel]) -> str:
+    error = exc.errors()[0]
+    field = ".".join(str(p) for p in error["loc"]) or "?"
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(cls.model_fields)
+        return f"unknown {what} {field!r} (known: {known})"
+    return f"{what} {field!r}: {error['msg']} (got {error.get('input')!r})"

@@ -1,0 +1,123 @@
+"""Columnar rating data with contiguous indices: the form every split, model and metric consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    """The range predictions are clipped to, and the grid ratings live on (0.5 for half stars)."""
+
+    low: float
+    high: float
+    step: float = 1.0
+
+    @property
+    def levels(self) -> np.ndarray:
+        """Every possible rating value, e.g. [1, 2, 3, 4, 5]."""
+        count = round((self.high - self.low) / self.step) + 1
+        return (self.low + self.step * np.arange(count)).astype(np.float32)
+
+    @classmethod
+    def infer(cls, ratings: np.ndarray) -> RatingScale:
+        """Guess the scale of a file that does not declare one: observed range, half or whole steps."""
+        low, high = float(ratings.min()), float(ratings.max())
+        if np.all(ratings == np.round(ratings)):
+            step = 1.0
+        elif np.all(ratings * 2 == np.round(ratings * 2)):
+            step = 0.5
+        else:
+            step = 0.0  # continuous scores: no grid
+        return cls(low, high, step)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"low": self.low, "high": self.high, "step": self.step}
+
+
+class IdMap:
+    """Bidirectional map between raw ids (ints or strings) and contiguous indices 0..n-1."""
+
+    def __init__(self, raw_ids: np.ndarray) -> None:
+        self.raw = raw_ids
+        self._lookup: dict | None = None
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    @classmethod
+    def encode(cls, values: np.ndarray) -> tuple[IdMap, np.ndarray]:
+        """Build the map from a raw id column and return it with the column as int32 indices."""
+        if values.dtype.kind in "iu" and len(values) and values.min() >= 0 and values.max() < 2**31:
+            # Dense presence table: O(n) instead of the O(n log n) sort in np.unique.
+            present = np.zeros(int(values.max()) + 1, dtype=bool)
+            present[values] = True
+            raw = np.flatnonzero(present)
+            position = np.cumsum(present, dtype=np.int64) - 1
+            return cls(raw.astype(np.int64)), position[values].astype(np.int32)
+        raw, codes = np.unique(values, return_inverse=True)
+        return cls(raw), codes.astype(np.int32)
+
+    def index_of(self, raw_values: np.ndarray) -> np.ndarray:
+        """Indices of raw ids; -1 where an id is unknown."""
+        raw_values = np.asarray(raw_values)
+        if self.raw.dtype.kind in "iu" and raw_values.dtype.kind not in "iu":
+            try:
+                raw_values = raw_values.astype(np.int64)
+            except ValueError:
+                return np.full(len(raw_values), -1, dtype=np.int64)
+        if self.raw.dtype.kind not in "iu":
+            raw_values = raw_values.astype(self.raw.dtype)
+        pos = np.searchsorted(self.raw, raw_values)
+        pos = np.clip(pos, 0, max(len(self.raw) - 1, 0))
+        found = len(self.raw) > 0 and (self.raw[pos] == raw_values)
+        return np.where(found, pos, -1).astype(np.int64)
+
+    def to_raw(self, indices: np.ndarray) -> np.ndarray:
+        return self.raw[indices]
+
+
+@dataclass
+class Interactions:
+    """Parallel arrays of (user index, item index, rating[, timestamp]) over fixed index spaces."""
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray
+    n_users: int
+    n_items: int
+    timestamps: np.ndarray | None = None
+    _csr: sp.csr_matrix | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.ratings)
+
+    def subset(self, index: np.ndarray) -> Interactions:
+        """Rows selected by an index or boolean mask, same index spaces."""
+        ts = self.timestamps[index] if self.timestamps is not None else None
+        return Interactions(
+            self.users[index], self.items[index], self.ratings[index], self.n_users, self.n_items, ts
+        )
+
+    def csr(self) -> sp.csr_matrix:
+        """User x item matrix of ratings (cached; rows sorted by item)."""
+        if self._csr is None:
+            self._csr = sp.csr_matrix(
+                (self.ratings.astype(np.float32), (self.users, self.items)),
+                shape=(self.n_users, self.n_items),
+            )
+            self._csr.sort_indices()
+        return self._csr
+
+    def user_counts(self) -> np.ndarray:
+        return np.bincount(self.users, minlength=self.n_users)
+
+    def item_counts(self) -> np.ndarray:
+        return np.bincount(self.items, minlength=self.n_items)
+
+    def pair_keys(self) -> np.ndarray:
+        """One int64 per (user, item) pair, for joins and duplicate checks."""
+        return self.users.astype(np.int64) * self.n_items + self.items

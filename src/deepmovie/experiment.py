@@ -1,0 +1,167 @@
+"""The one straight path: data -> split -> model -> train -> evaluate -> run directory."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepmovie import __version__
+from deepmovie.config import RunConfig, dump_yaml
+from deepmovie.data.dataset import Dataset, load_dataset
+from deepmovie.errors import DeepMovieError
+from deepmovie.models import MODELS, DataInfo, Model
+from deepmovie.splits import Split, make_splits
+from deepmovie.training.checkpoint import save_atomic
+from deepmovie.training.evaluate import COLD_POLICY, ColdFallback, evaluate
+from deepmovie.training.trainer import CHECKPOINT, Trainer
+
+SUMMARY = "summary.json"
+CONFIG = "config.yaml"
+WEIGHTS = "model.pt"
+ID_MAPS = "ids.npz"
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeepMovieError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU here")
+    return torch.device(name)
+
+
+def prepare(config: RunConfig) -> tuple[Dataset, list[Split]]:
+    """Load the data and cut the splits: everything that can fail on bad input, before any write."""
+    config.model_params()
+    dataset = load_dataset(
+        config.data, options=config.read.options(), test_file=config.test_file, item_docs=config.item_docs
+    )
+    split = "file" if config.test_file else config.split
+    return dataset, make_splits(dataset, split, config.seed, config.valid_fraction)
+
+
+def build_model(config: RunConfig, dataset: Dataset, split: Split, device: torch.device) -> Model:
+    torch.manual_seed(config.seed)
+    info = DataInfo(
+        dataset.n_users,
+        dataset.n_items,
+        dataset.scale,
+        float(np.mean(split.train.ratings)),
+        dataset.items,
+        dataset.users,
+    )
+    return MODELS.get(config.model)(config.model_params(), info).to(device)
+
+
+def run(config: RunConfig, out: Path | None, *, resume: bool = False, quiet: bool = False) -> dict:
+    """Train and evaluate ``config`` on every fold of its split; write the run directory."""
+    if config.test_file and config.split != RunConfig.model_fields["split"].default:
+        raise DeepMovieError("--split and --test-file are exclusive: the test file is the split")
+    dataset, splits = prepare(config)
+    device = select_device(config.device)
+    if out is not None:
+        _claim(out, resume)
+        (out / CONFIG).write_text(dump_yaml(config.resolved()))
+    folds = []
+    for split in splits:
+        fold_dir = out if out is None or len(splits) == 1 else out / f"fold-{split.fold}"
+        if fold_dir is not None:
+            fold_dir.mkdir(parents=True, exist_ok=True)
+        folds.append(_run_fold(config, dataset, split, device, fold_dir, resume, quiet))
+    summary = _combine(config, dataset, folds, device)
+    if out is not None:
+        np.savez(out / ID_MAPS, users=dataset.user_ids.raw, items=dataset.item_ids.raw)
+        (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _claim(out: Path, resume: bool) -> None:
+    """Refuse to overwrite a finished or interrupted run unless asked to resume it."""
+    if resume:
+        if not (out / CONFIG).is_file():
+            raise DeepMovieError(f"{out}: no run to resume (no {CONFIG})")
+        return
+    if (out / SUMMARY).exists() or (out / CHECKPOINT).exists() or any(out.glob("fold-*")):
+        raise DeepMovieError(
+            f"{out}: already holds a run; pass --resume {out} to continue it, or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _run_fold(
+    config: RunConfig,
+    dataset: Dataset,
+    split: Split,
+    device: torch.device,
+    fold_dir: Path | None,
+    resume: bool,
+    quiet: bool,
+) -> dict[str, Any]:
+    model = build_model(config, dataset, split, device)
+    fallback = ColdFallback.fit(split.train)
+    began = time.perf_counter()
+    fit = Trainer(fold_dir, quiet).fit(
+        model, split.train, split.valid, fallback, dataset.scale, config.seed, resume
+    )
+    fit_seconds = time.perf_counter() - began
+    test = evaluate(model, fallback, split.test, dataset.scale)
+    if fold_dir is not None:
+        save_atomic({"format": 1, "model": config.model, "state": model.state_dict()}, fold_dir / WEIGHTS)
+    epoch_seconds = fit.epoch_seconds
+    trained = sum(epoch_seconds)
+    return {
+        **split.record(),
+        "n_train": len(split.train),
+        "n_valid": len(split.valid),
+        "n_test": len(split.test),
+        "cold_test_rows": test["cold_rows"],
+        "test_rmse": test["rmse"],
+        "test_mae": test["mae"],
+        "valid_rmse": fit.best_valid_rmse if len(split.valid) else None,
+        "best_epoch": fit.best_epoch,
+        "epochs": len(fit.history),
+        "stopped_because": fit.stopped_because,
+        "fit_seconds": fit_seconds,
+        "epoch_seconds": epoch_seconds,
+        "train_samples_per_second": len(split.train) * len(epoch_seconds) / max(trained, 1e-9),
+        "parameters": sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()),
+    }
+
+
+def _combine(config: RunConfig, dataset: Dataset, folds: list[dict], device: torch.device) -> dict:
+    summary: dict[str, Any] = {"model": config.model, "data": config.data, "dataset": dataset.describe()}
+    summary.update(folds[0] if len(folds) == 1 else _mean_of(folds))
+    summary.update(
+        {
+            "cold_policy": COLD_POLICY,
+            "device": str(device),
+            "machine": f"{platform.machine()} {platform.processor() or platform.system()}, "
+            f"{torch.get_num_threads()} torch threads",
+            "config": config.resolved(),
+            "version": __version__,
+        }
+    )
+    if len(folds) > 1:
+        summary["folds"] = folds
+    return summary
+
+
+def _mean_of(folds: list[dict]) -> dict[str, Any]:
+    merged = dict(folds[0])
+    merged["fold"] = None
+    merged["split_hash"] = "+".join(f["split_hash"] for f in folds)
+    for key in ("test_rmse", "test_mae", "valid_rmse", "fit_seconds", "train_samples_per_second"):
+        values = [f[key] for f in folds if f[key] is not None]
+        if values:
+            merged[key] = statistics.fmean(values)
+            merged[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    for key in ("n_train", "n_valid", "n_test", "cold_test_rows", "epochs"):
+        merged[key] = sum(f[key] for f in folds)
+    merged["epoch_seconds"] = [s for f in folds for s in f["epoch_seconds"]]
+    return merged

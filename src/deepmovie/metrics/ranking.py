@@ -1,0 +1,64 @@
+"""Top-N metrics over full item rankings, computed for batches of users at once.
+
+Scores come from a callable ``score(users) -> (len(users), n_items) tensor``; training items are
+masked to -inf before ``torch.topk`` so they are never recommended back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+def ranking_metrics(
+    score: Callable[[torch.Tensor], torch.Tensor],
+    train: sp.csr_matrix,
+    relevant: sp.csr_matrix,
+    k: int = 10,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """HR@K, NDCG@K, precision@K, recall@K, MAP@K and catalogue coverage@K.
+
+    ``train`` and ``relevant`` are user x item matrices whose non-zeros mark the items to exclude
+    and the held-out relevant items. Users with no relevant item are skipped.
+    """
+    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    n_items = train.shape[1]
+    discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
+    totals = dict.fromkeys(("hr", "ndcg", "precision", "recall", "map"), 0.0)
+    recommended = torch.zeros(n_items, dtype=torch.bool)
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        scores = score(torch.from_numpy(batch)).detach().to("cpu", torch.float64)
+        seen = _dense_rows(train, batch)
+        scores[seen] = -torch.inf
+        top = torch.topk(scores, min(k, n_items), dim=1).indices
+        recommended[top.flatten()] = True
+        truth = _dense_rows(relevant, batch)
+        hits = torch.gather(truth, 1, top).to(torch.float64)
+        n_relevant = truth.sum(dim=1).to(torch.float64)
+        ideal = torch.cumsum(discounts, 0)[(n_relevant.clamp(max=k) - 1).long()]
+        cumulative_hits = torch.cumsum(hits, dim=1)
+        ranks = torch.arange(1, hits.shape[1] + 1, dtype=torch.float64)
+        totals["hr"] += float((hits.sum(1) > 0).sum())
+        totals["ndcg"] += float(((hits * discounts[: hits.shape[1]]).sum(1) / ideal).sum())
+        totals["precision"] += float((hits.sum(1) / k).sum())
+        totals["recall"] += float((hits.sum(1) / n_relevant).sum())
+        totals["map"] += float(((cumulative_hits / ranks * hits).sum(1) / n_relevant.clamp(max=k)).sum())
+    count = max(len(users), 1)
+    result = {f"{name}@{k}": value / count for name, value in totals.items()}
+    result[f"coverage@{k}"] = float(recommended.sum()) / n_items
+    result["ranked_users"] = len(users)
+    return result
+
+
+def _dense_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor:
+    """Boolean (len(rows), n_items) mask of a CSR matrix's non-zeros: O(batch x items) memory."""
+    sub = matrix[rows]
+    mask = torch.zeros(sub.shape, dtype=torch.bool)
+    row_ids = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
+    mask[torch.from_numpy(row_ids), torch.from_numpy(sub.indices.astype(np.int64))] = True
+    return mask

@@ -1,0 +1,230 @@
+"""Evaluation protocols: seeded train / validation / test splits, each recorded by name, seed and hash.
+
+A protocol is a function ``(dataset, rng, *args) -> list of (train, valid or None, test) row arrays``
+registered under its spec name (``random``, ``convmf``, ``fold`` ...). Validation rows are carved from
+the training part when a protocol does not define them, so test rows are only ever used at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepmovie.data.dataset import Dataset
+from deepmovie.data.interactions import Interactions
+from deepmovie.data.readers import read_ratings
+from deepmovie.errors import DeepMovieError
+from deepmovie.registry import Registry
+
+Rows = np.ndarray
+Fold = tuple[Rows, Rows | None, Rows]
+PROTOCOLS: Registry[Callable[..., list[Fold]]] = Registry("split")
+
+
+@dataclass
+class Split:
+    """One train / validation / test partition of a dataset's ratings."""
+
+    name: str
+    seed: int
+    fold: int | None
+    train: Interactions
+    valid: Interactions
+    test: Interactions
+    test_hash: str
+
+    def record(self) -> dict[str, object]:
+        return {"split": self.name, "seed": self.seed, "fold": self.fold, "split_hash": self.test_hash}
+
+
+def make_splits(dataset: Dataset, spec: str, seed: int = 0, valid_fraction: float = 0.1) -> list[Split]:
+    """Every fold a spec names (one for most protocols, K for ``kfold:K``)."""
+    if not 0 <= valid_fraction < 1:
+        raise DeepMovieError(f"valid_fraction: {valid_fraction} is not in [0, 1)")
+    name, *args = spec.split(":")
+    protocol = PROTOCOLS.get(name)
+    rng = np.random.default_rng(seed)
+    try:
+        folds = protocol(dataset, rng, *args)
+    except (TypeError, ValueError) as exc:
+        raise DeepMovieError(f"split {spec!r}: {exc} (see `deepmovie splits`)") from None
+    data = dataset.interactions
+    splits = []
+    for number, (train, valid, test) in enumerate(folds):
+        if valid is None:
+            train, valid = _carve_valid(data, train, valid_fraction, rng, temporal=name == "temporal")
+        _refuse_overlap(data, train, test, spec)
+        if len(test) == 0 or len(train) == 0:
+            raise DeepMovieError(f"split {spec!r} leaves an empty train or test part")
+        splits.append(
+            Split(
+                spec,
+                seed,
+                number if len(folds) > 1 else None,
+                data.subset(train),
+                data.subset(valid),
+                data.subset(test),
+                _hash_rows(dataset, test),
+            )
+        )
+    return splits
+
+
+def _fraction(text: str, what: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError(f"{what} fraction {text} is not between 0 and 1")
+    return value
+
+
+def _carve_valid(
+    data: Interactions, train: Rows, fraction: float, rng: np.random.Generator, temporal: bool
+) -> tuple[Rows, Rows]:
+    """Hold out part of the training rows for early stopping and tuning (latest rows if temporal)."""
+    size = round(len(train) * fraction)
+    train = train[np.argsort(data.timestamps[train], kind="stable")] if temporal else rng.permutation(train)
+    return np.sort(train[: len(train) - size]), np.sort(train[len(train) - size :])
+
+
+def _refuse_overlap(data: Interactions, train: Rows, test: Rows, spec: str) -> None:
+    keys = data.pair_keys()
+    shared = np.intersect1d(keys[train], keys[test])
+    if len(shared):
+        user, item = divmod(int(shared[0]), data.n_items)
+        raise DeepMovieError(
+            f"split {spec!r}: {len(shared):,} (user, item) pair(s) are in both train and test "
+            f"(first: user index {user}, item index {item})"
+        )
+
+
+def _hash_rows(dataset: Dataset, rows: Rows) -> str:
+    """A short digest of the test rows' raw (user, item) pairs, independent of row order."""
+    data = dataset.interactions
+    users = dataset.user_ids.raw[data.users[rows]].astype(str)
+    items = dataset.item_ids.raw[data.items[rows]].astype(str)
+    pairs = np.sort(np.char.add(np.char.add(users, "\t"), items))
+    return hashlib.sha256("\n".join(pairs.tolist()).encode()).hexdigest()[:16]
+
+
+@PROTOCOLS.register("random")
+def random_split(
+    dataset: Dataset, rng: np.random.Generator, test: str = "0.2", valid: str | None = None
+) -> list[Fold]:
+    """``random:TEST[:VALID]``: uniform random rows, fractions of all ratings."""
+    n = len(dataset.interactions)
+    order = rng.permutation(n)
+    n_test = round(n * _fraction(test, "test"))
+    if valid is None:
+        return [(np.sort(order[n_test:]), None, np.sort(order[:n_test]))]
+    n_valid = round(n * _fraction(valid, "validation"))
+    return [
+        (
+            np.sort(order[n_test + n_valid :]),
+            np.sort(order[n_test : n_test + n_valid]),
+            np.sort(order[:n_test]),
+        )
+    ]
+
+
+@PROTOCOLS.register("convmf")
+def convmf_split(
+    dataset: Dataset, rng: np.random.Generator, test: str = "0.1", valid: str = "0.1"
+) -> list[Fold]:
+    """``convmf``: 80/10/10 with every user and item keeping at least one training rating (ConvMF)."""
+    data = dataset.interactions
+    n = len(data)
+    order = rng.permutation(n)
+    # The first occurrence of each user and each item in a random order is pinned to train.
+    _, first_user = np.unique(data.users[order], return_index=True)
+    _, first_item = np.unique(data.items[order], return_index=True)
+    pinned = np.zeros(n, dtype=bool)
+    pinned[order[first_user]] = True
+    pinned[order[first_item]] = True
+    free = order[~pinned[order]]
+    n_test = round(n * _fraction(test, "test"))
+    n_valid = round(n * _fraction(valid, "validation"))
+    if n_test + n_valid > len(free):
+        raise ValueError("too few ratings to hold out that much while keeping every user and item")
+    train = np.concatenate([np.flatnonzero(pinned), free[n_test + n_valid :]])
+    return [(np.sort(train), np.sort(free[n_test : n_test + n_valid]), np.sort(free[:n_test]))]
+
+
+@PROTOCOLS.register("fold")
+def canonical_fold(dataset: Dataset, rng: np.random.Generator, fold: str) -> list[Fold]:
+    """``fold:u1``..``fold:u5``, ``fold:ua``, ``fold:ub``: ML-100K's own base/test files."""
+    if fold not in {"u1", "u2", "u3", "u4", "u5", "ua", "ub"}:
+        raise ValueError(f"unknown fold {fold!r} (u1..u5, ua, ub)")
+    path = dataset.source.parent / f"{fold}.test"
+    if not path.is_file():
+        raise DeepMovieError(
+            f"split 'fold:{fold}' needs {path.name} beside the ratings (ML-100K's canonical folds); "
+            f"{dataset.source.parent} has none"
+        )
+    raw = read_ratings(path, sep="\t", header=False, encoding="latin-1")
+    users = dataset.user_ids.index_of(raw.users)
+    items = dataset.item_ids.index_of(raw.items)
+    data = dataset.interactions
+    keys = data.pair_keys()
+    order = np.argsort(keys)
+    wanted = users * data.n_items + items
+    position = np.clip(np.searchsorted(keys[order], wanted), 0, len(keys) - 1)
+    found = (users >= 0) & (items >= 0) & (keys[order][position] == wanted)
+    if not found.all():
+        line = int(np.flatnonzero(~found)[0]) + 1
+        raise DeepMovieError(f"{path}:{line}: this rating is not in {dataset.source.name}")
+    test = np.sort(order[position])
+    return [(np.setdiff1d(np.arange(len(data)), test), None, test)]
+
+
+@PROTOCOLS.register("kfold")
+def k_fold(dataset: Dataset, rng: np.random.Generator, k: str, only: str | None = None) -> list[Fold]:
+    """``kfold:K[:I]``: K random folds (all of them, or only fold I)."""
+    count = int(k)
+    if count < 2:
+        raise ValueError("K must be at least 2")
+    n = len(dataset.interactions)
+    parts = np.array_split(rng.permutation(n), count)
+    chosen = range(count) if only is None else [int(only)]
+    if any(not 0 <= i < count for i in chosen):
+        raise ValueError(f"fold {only} is not in 0..{count - 1}")
+    return [(np.sort(np.concatenate(parts[:i] + parts[i + 1 :])), None, np.sort(parts[i])) for i in chosen]
+
+
+@PROTOCOLS.register("temporal")
+def temporal_split(dataset: Dataset, rng: np.random.Generator, test: str = "0.2") -> list[Fold]:
+    """``temporal:TEST``: one global time cut; the latest TEST fraction of ratings is the test set."""
+    data = dataset.interactions
+    if data.timestamps is None:
+        raise DeepMovieError(f"split 'temporal' needs timestamps, and {dataset.source} has none")
+    order = np.argsort(data.timestamps, kind="stable")
+    n_test = round(len(order) * _fraction(test, "test"))
+    return [(np.sort(order[:-n_test]), None, np.sort(order[-n_test:]))]
+
+
+@PROTOCOLS.register("user-holdout")
+def user_holdout(dataset: Dataset, rng: np.random.Generator, n: str = "10") -> list[Fold]:
+    """``user-holdout:N``: N random ratings of every user who has more than N go to test."""
+    holdout = int(n)
+    if holdout < 1:
+        raise ValueError("N must be at least 1")
+    data = dataset.interactions
+    order = np.lexsort((rng.random(len(data)), data.users))
+    users = data.users[order]
+    starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+    counts = np.diff(np.r_[starts, len(users)])
+    rank = np.arange(len(users)) - np.repeat(starts, counts)
+    eligible = np.repeat(counts > holdout, counts)
+    is_test = (rank < holdout) & eligible
+    return [(np.sort(order[~is_test]), None, np.sort(order[is_test]))]
+
+
+@PROTOCOLS.register("file")
+def test_file_split(dataset: Dataset, rng: np.random.Generator) -> list[Fold]:
+    """``--test-file PATH``: DATA holds the training rows, the file the test rows."""
+    if dataset.test_rows is None:
+        raise DeepMovieError("split 'file' needs --test-file PATH")
+    n = len(dataset.interactions)
+    return [(np.setdiff1d(np.arange(n), dataset.test_rows), None, dataset.test_rows)]

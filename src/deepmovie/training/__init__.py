@@ -1,0 +1,1 @@
+"""Training: the epoch loop, mini-batch engine, checkpoints and evaluation."""

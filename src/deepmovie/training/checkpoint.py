@@ -1,0 +1,27 @@
+"""Atomic checkpoint files: a crash mid-write never replaces the last good checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepmovie.errors import DeepMovieError
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_weights(path: Path) -> Any:
+    """Load tensors and plain containers only (``weights_only``): no arbitrary code is unpickled."""
+    if not path.is_file():
+        raise DeepMovieError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign file: say which
+        raise DeepMovieError(f"{path}: not a readable checkpoint ({exc})") from None

@@ -1,0 +1,168 @@
+"""The epoch loop shared by every model: validation, early stopping, checkpoints, progress, resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from deepmovie.data.interactions import Interactions, RatingScale
+from deepmovie.errors import DeepMovieError
+from deepmovie.models.base import Model
+from deepmovie.training.checkpoint import load_weights, save_atomic
+from deepmovie.training.evaluate import ColdFallback, evaluate
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_valid_rmse: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_because: str = "max epochs"
+
+    @property
+    def epoch_seconds(self) -> list[float]:
+        return [h["seconds"] for h in self.history]
+
+
+class Trainer:
+    """Runs ``model.train_epoch`` until max epochs, patience or the tolerance rule stops it."""
+
+    def __init__(self, run_dir: Path | None = None, quiet: bool = False) -> None:
+        self.run_dir = run_dir
+        self.quiet = quiet
+
+    def fit(
+        self,
+        model: Model,
+        train: Interactions,
+        valid: Interactions,
+        fallback: ColdFallback,
+        scale: RatingScale,
+        seed: int,
+        resume: bool = False,
+    ) -> FitResult:
+        params = model.params
+        model.prepare(train, seed)
+        state = self._load(model) if resume else None
+        start = state["epoch"] if state else 0
+        result = (
+            FitResult(state["best_epoch"], state["best_valid"], state["history"])
+            if state
+            else FitResult(0, math.inf)
+        )
+        best_weights = state["best"] if state else None
+        bad_epochs = state["bad_epochs"] if state else 0
+        if result.history and result.history[-1].get("stopped"):
+            result.stopped_because = result.history[-1]["stopped"]
+            start = params.epochs  # the run had already finished
+        previous = _flat_parameters(model) if params.tol > 0 else None
+        bar = tqdm(
+            total=params.epochs,
+            initial=start,
+            desc=model.name,
+            unit="epoch",
+            disable=True if self.quiet else None,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for epoch in range(start + 1, params.epochs + 1):
+            began = time.perf_counter()
+            model.train()
+            loss = model.train_epoch(epoch)
+            seconds = time.perf_counter() - began
+            if not math.isfinite(loss):
+                raise DeepMovieError(
+                    f"epoch {epoch}: the training loss became {loss}; lower the learning rate "
+                    "(--set lr=...) or raise the regularization"
+                    + (f"; the last good checkpoint is {self.run_dir / CHECKPOINT}" if self.run_dir else "")
+                )
+            valid_rmse = evaluate(model, fallback, valid, scale)["rmse"] if len(valid) else math.nan
+            record = {
+                "epoch": epoch,
+                "train_loss": loss,
+                "valid_rmse": valid_rmse,
+                "seconds": seconds,
+                "samples_per_second": len(train) / max(seconds, 1e-9),
+            }
+            improved = len(valid) == 0 or valid_rmse < result.best_valid_rmse
+            if improved:
+                result.best_epoch, result.best_valid_rmse = epoch, valid_rmse
+                best_weights = copy.deepcopy(model.state_dict())
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+            stop = None
+            if params.patience and bad_epochs >= params.patience:
+                stop = f"no better valid RMSE for {params.patience} epochs"
+            if previous is not None:
+                current = _flat_parameters(model)
+                change = float((current - previous).norm() / previous.norm().clamp_min(1e-12))
+                record["parameter_change"] = change
+                previous = current
+                if change <= params.tol:
+                    stop = f"relative parameter change {change:.2e} <= tol {params.tol:g}"
+            if stop:
+                record["stopped"] = result.stopped_because = stop
+            result.history.append(record)
+            self._save(model, epoch, result, best_weights, bad_epochs)
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{loss:.4f}",
+                valid_rmse=f"{valid_rmse:.4f}",
+                samples_s=f"{record['samples_per_second']:,.0f}",
+            )
+            if stop:
+                break
+        bar.close()
+        if best_weights is not None:
+            model.load_state_dict(best_weights)
+        return result
+
+    def _save(self, model: Model, epoch: int, result: FitResult, best: dict | None, bad_epochs: int) -> None:
+        if self.run_dir is None:
+            return
+        save_atomic(
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "best": best,
+                "best_epoch": result.best_epoch,
+                "best_valid": result.best_valid_rmse,
+                "bad_epochs": bad_epochs,
+                "history": result.history,
+                "training": model.training_state(),
+                "rng": torch.get_rng_state(),
+            },
+            self.run_dir / CHECKPOINT,
+        )
+        lines = "".join(json.dumps(h) + "\n" for h in result.history)
+        tmp = self.run_dir / f".{METRICS}.tmp"
+        tmp.write_text(lines)
+        tmp.replace(self.run_dir / METRICS)
+
+    def _load(self, model: Model) -> dict[str, Any] | None:
+        path = self.run_dir / CHECKPOINT if self.run_dir else None
+        if path is None or not path.is_file():
+            return None
+        state = load_weights(path)
+        model.load_state_dict(state["model"])
+        model.load_training_state(state["training"])
+        torch.set_rng_state(state["rng"])
+        return state
+
+
+def _flat_parameters(model: Model) -> torch.Tensor:
+    tensors = [p.detach().flatten().float() for p in model.parameters()]
+    tensors += [b.detach().flatten().float() for b in model.buffers() if b.is_floating_point()]
+    return torch.cat(tensors).clone() if tensors else torch.zeros(1)

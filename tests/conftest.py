@@ -1,0 +1,49 @@
+"""Shared fixtures: a private DEEPMOVIE_HOME per test and the real data under ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """A folder of ../shared/data, or skip the test where this checkout has none beside it."""
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent (real MovieLens data lives beside the repo, not in it)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def deepmovie_home(tmp_path_factory, monkeypatch) -> Path:
+    home = tmp_path_factory.mktemp("deepmovie-home")
+    monkeypatch.setenv("DEEPMOVIE_HOME", str(home))
+    return home
+
+
+def write_ratings(
+    path: Path,
+    n_users: int = 30,
+    n_items: int = 40,
+    density: float = 0.3,
+    seed: int = 0,
+    header: str = "userId,movieId,rating,timestamp",
+) -> Path:
+    """A small low-rank ratings CSV with a learnable structure."""
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=(n_users, 3))
+    v = rng.normal(size=(n_items, 3))
+    mask = rng.random((n_users, n_items)) < density
+    users, items = np.nonzero(mask)
+    ratings = np.clip(np.round(3 + (u[users] * v[items]).sum(1)), 1, 5)
+    lines = [header] if header else []
+    lines += [
+        f"{a + 1},{b + 1},{r:g},{1000 + i}"
+        for i, (a, b, r) in enumerate(zip(users, items, ratings, strict=True))
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
