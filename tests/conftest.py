@@ -33,13 +33,15 @@ def write_ratings(
     seed: int = 0,
     header: str = "userId,movieId,rating,timestamp",
 ) -> Path:
-    """A small low-rank ratings CSV with a learnable structure."""
+    """A small ratings CSV with a learnable structure: biases plus a rank-3 interaction."""
     rng = np.random.default_rng(seed)
     u = rng.normal(size=(n_users, 3))
     v = rng.normal(size=(n_items, 3))
+    user_bias, item_bias = rng.normal(0, 0.6, n_users), rng.normal(0, 0.6, n_items)
     mask = rng.random((n_users, n_items)) < density
     users, items = np.nonzero(mask)
-    ratings = np.clip(np.round(3 + (u[users] * v[items]).sum(1)), 1, 5)
+    signal = 3.2 + user_bias[users] + item_bias[items] + 0.7 * (u[users] * v[items]).sum(1)
+    ratings = np.clip(np.round(signal), 1, 5)
     lines = [header] if header else []
     lines += [
         f"{a + 1},{b + 1},{r:g},{1000 + i}"

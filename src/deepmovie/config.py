@@ -57,6 +57,9 @@ class RunConfig(BaseModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     valid_fraction: float = Field(0.1, ge=0, lt=1)
+    refit: bool = Field(
+        False, description="after early stopping, retrain on train + valid for the best epoch count"
+    )
     read: ReadConfig = Field(default_factory=ReadConfig)
     params: dict[str, Any] = Field(default_factory=dict)
 

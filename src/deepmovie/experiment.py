@@ -103,23 +103,44 @@ def _run_fold(
     resume: bool,
     quiet: bool,
 ) -> dict[str, Any]:
+    began = time.perf_counter()
     model = build_model(config, dataset, split, device)
     fallback = ColdFallback.fit(split.train)
-    began = time.perf_counter()
     fit = Trainer(fold_dir, quiet).fit(
         model, split.train, split.valid, fallback, dataset.scale, config.seed, resume
     )
+    history = list(fit.history)
+    if config.refit and len(split.valid):
+        # Epoch count chosen on validation; now use those rows too, as peers that train on all of
+        # the training part do. The test rows are still untouched.
+        refit_config = config.model_copy(
+            update={"params": {**config.params, "epochs": fit.best_epoch, "patience": 0, "tol": 0.0}}
+        )
+        train = split.train.concat(split.valid)
+        model = build_model(refit_config, dataset, split, device)
+        fallback = ColdFallback.fit(train)
+        refit_dir = fold_dir / "refit" if fold_dir is not None else None
+        if refit_dir is not None:
+            refit_dir.mkdir(exist_ok=True)
+        empty = split.valid.subset(np.zeros(0, dtype=np.int64))
+        refit = Trainer(refit_dir, quiet).fit(
+            model, train, empty, fallback, dataset.scale, config.seed, resume
+        )
+        history += [{**h, "phase": "refit"} for h in refit.history]
     fit_seconds = time.perf_counter() - began
     test = evaluate(model, fallback, split.test, dataset.scale)
     if fold_dir is not None:
         save_atomic({"format": 1, "model": config.model, "state": model.state_dict()}, fold_dir / WEIGHTS)
-    epoch_seconds = fit.epoch_seconds
-    trained = sum(epoch_seconds)
+    epoch_seconds = [h["seconds"] for h in history]
+    trained_rows = sum(
+        len(split.train) if "phase" not in h else len(split.train) + len(split.valid) for h in history
+    )
     return {
         **split.record(),
         "n_train": len(split.train),
         "n_valid": len(split.valid),
         "n_test": len(split.test),
+        "refit": bool(config.refit and len(split.valid)),
         "cold_test_rows": test["cold_rows"],
         "test_rmse": test["rmse"],
         "test_mae": test["mae"],
@@ -129,7 +150,7 @@ def _run_fold(
         "stopped_because": fit.stopped_because,
         "fit_seconds": fit_seconds,
         "epoch_seconds": epoch_seconds,
-        "train_samples_per_second": len(split.train) * len(epoch_seconds) / max(trained, 1e-9),
+        "train_samples_per_second": trained_rows / max(sum(epoch_seconds), 1e-9),
         "parameters": sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()),
     }
 

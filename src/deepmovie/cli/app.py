@@ -106,6 +106,9 @@ def train(
     sep: Annotated[str | None, typer.Option(help="delimiter of a generic ratings file")] = None,
     columns: Annotated[str | None, typer.Option(help="user=COL,item=COL,rating=COL[,timestamp=COL]")] = None,
     rating_scale: Annotated[str | None, typer.Option(help="LOW:HIGH of a generic ratings file")] = None,
+    refit: Annotated[
+        bool | None, typer.Option("--refit/--no-refit", help="retrain on train+valid for the best epochs")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="run directory to write")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
@@ -131,6 +134,7 @@ def train(
         "seed": seed,
         "device": device,
         "valid_fraction": valid_fraction,
+        "refit": refit,
     }
     values.update({k: v for k, v in given.items() if v is not None})
     read = dict(values.get("read") or {})

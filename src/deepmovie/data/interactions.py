@@ -102,6 +102,18 @@ class Interactions:
             self.users[index], self.items[index], self.ratings[index], self.n_users, self.n_items, ts
         )
 
+    def concat(self, other: Interactions) -> Interactions:
+        """These rows followed by ``other``'s (same index spaces)."""
+        has_time = self.timestamps is not None and other.timestamps is not None
+        return Interactions(
+            np.concatenate([self.users, other.users]),
+            np.concatenate([self.items, other.items]),
+            np.concatenate([self.ratings, other.ratings]),
+            self.n_users,
+            self.n_items,
+            np.concatenate([self.timestamps, other.timestamps]) if has_time else None,
+        )
+
     def csr(self) -> sp.csr_matrix:
         """User x item matrix of ratings (cached; rows sorted by item)."""
         if self._csr is None:

@@ -2,6 +2,7 @@
 
 from deepmovie.models import baselines  # noqa: F401  (registers global-mean, bias)
 from deepmovie.models.base import DataInfo, Model, ModelParams
+from deepmovie.models.factorization import mf, pmf, svdpp  # noqa: F401  (mf, biased-mf, pmf, svdpp)
 from deepmovie.models.registry import MODELS
 
 __all__ = ["MODELS", "DataInfo", "Model", "ModelParams"]

@@ -1,0 +1,1 @@
+"""Matrix factorization: embedding dot products (SGD/Adam/Adagrad), SVD++, and PMF by ALS."""

@@ -1,0 +1,80 @@
+"""MF as embeddings + dot product (the tutorial's model), and biased MF (``mu + b_u + b_i + p_u.q_i``)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+
+from deepmovie.models.base import DataInfo
+from deepmovie.models.registry import MODELS
+from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams, embedding
+
+
+class MFParams(MiniBatchParams):
+    factors: int = Field(64, ge=1)
+    init_std: float = Field(0.1, gt=0, description="std of the normal initialisation of factors")
+    reg_user: float = Field(0.02, ge=0, description="L2 on the user factors a batch touches")
+    reg_item: float = Field(0.02, ge=0, description="L2 on the item factors a batch touches")
+
+
+@MODELS.register("mf")
+class MF(MiniBatchModel):
+    """``p_u . q_i``: the tutorial's dot product of embeddings, no biases or mean."""
+
+    Params = MFParams
+    with_biases: ClassVar[bool] = False
+
+    def __init__(self, params: MFParams, info: DataInfo) -> None:
+        super().__init__(params, info)
+        self.user_factors = embedding(info.n_users, params.factors, params.init_std, params.sparse)
+        self.item_factors = embedding(info.n_items, params.factors, params.init_std, params.sparse)
+
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (self.user_factors(users) * self.item_factors(items)).sum(-1)
+
+    def batch_loss(self, users, items, ratings):
+        p, q = self.user_factors(users), self.item_factors(items)
+        error = (p * q).sum(-1) - ratings
+        squared = (error * error).sum()
+        penalty = self.params.reg_user * (p * p).sum() + self.params.reg_item * (q * q).sum()
+        return squared + penalty, squared
+
+
+class BiasedMFParams(MFParams):
+    reg_bias: float = Field(0.02, ge=0, description="L2 on the biases a batch touches")
+
+
+@MODELS.register("biased-mf")
+class BiasedMF(MF):
+    """``mu + b_u + b_i + p_u . q_i`` (Koren's biased MF; Surprise's SVD)."""
+
+    Params = BiasedMFParams
+
+    def __init__(self, params: BiasedMFParams, info: DataInfo) -> None:
+        super().__init__(params, info)
+        self.user_bias = embedding(info.n_users, 1, 0.0 + 1e-12, params.sparse)
+        self.item_bias = embedding(info.n_items, 1, 0.0 + 1e-12, params.sparse)
+        self.register_buffer("mean", torch.tensor(info.global_mean))
+
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (
+            self.mean
+            + self.user_bias(users)[:, 0]
+            + self.item_bias(items)[:, 0]
+            + super().predict(users, items)
+        )
+
+    def batch_loss(self, users, items, ratings):
+        p, q = self.user_factors(users), self.item_factors(items)
+        bu, bi = self.user_bias(users)[:, 0], self.item_bias(items)[:, 0]
+        error = self.mean + bu + bi + (p * q).sum(-1) - ratings
+        squared = (error * error).sum()
+        params = self.params
+        penalty = (
+            params.reg_user * (p * p).sum()
+            + params.reg_item * (q * q).sum()
+            + params.reg_bias * (bu * bu + bi * bi).sum()
+        )
+        return squared + penalty, squared

@@ -1,0 +1,93 @@
+"""SVD++: biased MF whose user vector adds the normalised sum of implicit factors of the rated items."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from deepmovie.data.interactions import Interactions
+from deepmovie.models.base import DataInfo
+from deepmovie.models.factorization.mf import BiasedMF, BiasedMFParams
+from deepmovie.models.registry import MODELS
+from deepmovie.training.minibatch import embedding
+
+
+class SVDppParams(BiasedMFParams):
+    reg_implicit: float = Field(0.02, ge=0, description="L2 on the implicit item factors y_j a batch touches")
+
+
+@MODELS.register("svdpp")
+class SVDpp(BiasedMF):
+    """``mu + b_u + b_i + q_i . (p_u + |N(u)|^-1/2 sum_{j in N(u)} y_j)`` (Koren 2008).
+
+    N(u) is the set of items u rated in training. Each batch gathers ``y`` for the rated items of its
+    distinct users and sums them per user with ``index_add``; epochs visit users in random blocks, so
+    a user's implicit sum is computed about once per epoch instead of once per rating.
+    """
+
+    Params = SVDppParams
+    params: SVDppParams
+
+    def __init__(self, params: SVDppParams, info: DataInfo) -> None:
+        super().__init__(params, info)
+        self.implicit = embedding(info.n_items, params.factors, params.init_std, params.sparse)
+        self.register_buffer("rated_indptr", torch.zeros(info.n_users + 1, dtype=torch.long))
+        self.register_buffer("rated_items", torch.zeros(0, dtype=torch.long))
+
+    def prepare(self, train: Interactions, seed: int) -> None:
+        csr = train.csr()
+        self.rated_indptr = torch.as_tensor(csr.indptr, dtype=torch.long, device=self.device)
+        self.rated_items = torch.as_tensor(csr.indices, dtype=torch.long, device=self.device)
+        super().prepare(train, seed)
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """Random users, each user's ratings contiguous in random order (Surprise visits by user too)."""
+        generator = torch.Generator().manual_seed(self._seed * 1_000_003 + epoch)
+        user_rank = torch.randperm(self.info.n_users, generator=generator)
+        order = torch.randperm(len(self._ratings), generator=generator)
+        users = self._users.cpu()[order]
+        order = order[torch.argsort(user_rank[users], stable=True)]
+        return order.to(self.device)
+
+    def user_vectors(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per distinct user of ``users``: p_u + |N(u)|^-1/2 sum y_j, and sum |y_j|^2; plus row -> user."""
+        distinct, inverse = torch.unique(users, return_inverse=True)
+        starts = self.rated_indptr[distinct]
+        counts = self.rated_indptr[distinct + 1] - starts
+        offsets = torch.cumsum(counts, 0) - counts
+        owner = torch.repeat_interleave(torch.arange(len(distinct), device=users.device), counts)
+        within = torch.arange(len(owner), device=users.device) - offsets[owner]
+        y = self.implicit(self.rated_items[starts[owner] + within])
+        scale = counts.clamp(min=1).float().rsqrt()[owner, None]
+        implicit = torch.zeros(len(distinct), y.shape[1], device=y.device, dtype=y.dtype)
+        implicit = implicit.index_add(0, owner, y * scale)
+        y_norms = torch.zeros(len(distinct), device=y.device, dtype=y.dtype).index_add(
+            0, owner, (y * y).sum(1)
+        )
+        return self.user_factors(distinct) + implicit, y_norms, inverse
+
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        vectors, _, inverse = self.user_vectors(users)
+        q = self.item_factors(items)
+        return (
+            self.mean
+            + self.user_bias(users)[:, 0]
+            + self.item_bias(items)[:, 0]
+            + (vectors[inverse] * q).sum(-1)
+        )
+
+    def batch_loss(self, users, items, ratings):
+        vectors, y_norms, inverse = self.user_vectors(users)
+        p, q = self.user_factors(users), self.item_factors(items)
+        bu, bi = self.user_bias(users)[:, 0], self.item_bias(items)[:, 0]
+        error = self.mean + bu + bi + (vectors[inverse] * q).sum(-1) - ratings
+        squared = (error * error).sum()
+        params = self.params
+        # As in per-rating SGD, every rating of u regularizes all of u's y_j.
+        penalty = (
+            params.reg_user * (p * p).sum()
+            + params.reg_item * (q * q).sum()
+            + params.reg_bias * (bu * bu + bi * bi).sum()
+            + params.reg_implicit * y_norms[inverse].sum()
+        )
+        return squared + penalty, squared

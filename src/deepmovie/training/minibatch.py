@@ -1,0 +1,170 @@
+"""The mini-batch engine shared by every gradient-trained model.
+
+Training data lives on the device as three tensors; an epoch is one seeded permutation sliced into
+batches, so there is no per-sample ``Dataset.__getitem__`` anywhere. The objective follows the
+lecture's mini-batch SGD: the *sum* of per-rating losses over the batch (plus L2 on the rows the
+batch touches), so a learning rate means what it means for per-sample SGD (Surprise, cornac).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from deepmovie.data.interactions import Interactions
+from deepmovie.models.base import Model, ModelParams
+
+BATCH_BAR_MIN = 200
+# Our sparse gradients come from torch's own embedding backward and are well formed.
+torch.sparse.check_sparse_tensor_invariants.disable()  # show a per-batch bar only for epochs long enough to watch
+
+
+class MiniBatchParams(ModelParams):
+    """Optimizer and loop settings of every gradient-trained model."""
+
+    batch_size: int = Field(1024, ge=1)
+    optimizer: Literal["sgd", "adam", "adagrad"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled decay on dense (non-embedding) weights")
+    lr_schedule: Literal["constant", "exponential", "cosine"] = "constant"
+    lr_gamma: float = Field(0.95, gt=0, le=1, description="per-epoch factor of the exponential schedule")
+    grad_clip: float = Field(0.0, ge=0, description="max gradient norm (0: off)")
+    sparse: bool = Field(True, description="sparse embedding gradients: only touched rows are updated")
+    amp: bool = Field(False, description="bfloat16 autocast on CUDA")
+    compile: bool = Field(False, description="torch.compile the batch loss")
+
+
+class MiniBatchModel(Model):
+    """A model trained by ``batch_loss`` over shuffled mini-batches; subclasses define the loss."""
+
+    Params = MiniBatchParams
+    params: MiniBatchParams
+
+    def batch_loss(
+        self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(objective to minimise, sum of squared errors) for one batch."""
+        raise NotImplementedError
+
+    def prepare(self, train: Interactions, seed: int) -> None:
+        device = self.device
+        self._users = torch.as_tensor(train.users, device=device).long()
+        self._items = torch.as_tensor(train.items, device=device).long()
+        self._ratings = torch.as_tensor(train.ratings, device=device).float()
+        self._seed = seed
+        self._optimizers = self._make_optimizers()
+        self._schedulers = [self._make_scheduler(o) for o in self._optimizers]
+        self._loss = torch.compile(self.batch_loss) if self.params.compile else self.batch_loss
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """The row order of an epoch: a permutation seeded by (seed, epoch), so resumes replay it."""
+        generator = torch.Generator().manual_seed(self._seed * 1_000_003 + epoch)
+        return torch.randperm(len(self._ratings), generator=generator).to(self.device)
+
+    def train_epoch(self, epoch: int) -> float:
+        order = self.epoch_order(epoch)
+        size = self.params.batch_size
+        starts = range(0, len(order), size)
+        bar = tqdm(
+            starts,
+            desc=f"epoch {epoch}",
+            unit="batch",
+            leave=False,
+            disable=True if len(starts) < BATCH_BAR_MIN else None,
+        )
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.params.amp and self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        for start in bar:
+            rows = order[start : start + size]
+            for optimizer in self._optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                objective, squared_error = self._loss(
+                    self._users[rows], self._items[rows], self._ratings[rows]
+                )
+            objective.backward()
+            if self.params.grad_clip:
+                clip_gradients(self.parameters(), self.params.grad_clip)
+            for optimizer in self._optimizers:
+                optimizer.step()
+            total += squared_error.detach()
+        bar.close()
+        for scheduler in self._schedulers:
+            if scheduler is not None:
+                scheduler.step()
+        return float(total) / max(len(order), 1)
+
+    def training_state(self) -> dict[str, Any]:
+        return {
+            "optimizers": [o.state_dict() for o in self._optimizers],
+            "schedulers": [s.state_dict() for s in self._schedulers if s is not None],
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        for optimizer, saved in zip(self._optimizers, state.get("optimizers", []), strict=False):
+            optimizer.load_state_dict(saved)
+        schedulers = [s for s in self._schedulers if s is not None]
+        for scheduler, saved in zip(schedulers, state.get("schedulers", []), strict=False):
+            scheduler.load_state_dict(saved)
+
+    def _make_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Sparse embedding tables and dense weights each get the optimizer variant that fits them."""
+        p = self.params
+        sparse, dense = [], []
+        for module in self.modules():
+            for param in module.parameters(recurse=False):
+                is_sparse = isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and module.sparse
+                (sparse if is_sparse else dense).append(param)
+        groups = []
+        if sparse:
+            if p.optimizer == "adam":
+                groups.append(torch.optim.SparseAdam(sparse, lr=p.lr))
+            else:
+                groups.append(self._dense_optimizer(sparse, weight_decay=0.0))
+        if dense:
+            groups.append(self._dense_optimizer(dense, weight_decay=p.weight_decay))
+        return groups
+
+    def _dense_optimizer(self, params: list, weight_decay: float) -> torch.optim.Optimizer:
+        p = self.params
+        if p.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=weight_decay)
+        if p.optimizer == "adagrad":
+            return torch.optim.Adagrad(params, lr=p.lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=p.lr, weight_decay=weight_decay)
+
+    def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        p = self.params
+        if p.lr_schedule == "exponential":
+            return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=p.lr_gamma)
+        if p.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=p.epochs)
+        return None
+
+
+def clip_gradients(parameters, max_norm: float) -> None:
+    """Scale all gradients so their joint norm is at most ``max_norm`` (sparse ones included)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    norms = [(g.coalesce().values() if g.is_sparse else g).norm() for g in grads]
+    scale = min(1.0, max_norm / (float(torch.stack(norms).norm()) + 1e-6))
+    if scale < 1.0:
+        for g in grads:
+            g.mul_(scale)
+
+
+def embedding(count: int, dim: int, std: float, sparse: bool) -> torch.nn.Embedding:
+    """An embedding table initialised N(0, std^2)."""
+    table = torch.nn.Embedding(count, dim, sparse=sparse)
+    torch.nn.init.normal_(table.weight, std=std)
+    return table

@@ -1,0 +1,132 @@
+"""The factorization family against brute-force references, and on data with a known structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from conftest import write_ratings
+from deepmovie.config import build_config
+from deepmovie.data.interactions import Interactions, RatingScale
+from deepmovie.experiment import run
+from deepmovie.models import MODELS, DataInfo
+from deepmovie.models.factorization.als import PaddedRows, solve_rows
+
+
+def random_matrix(n_rows: int, n_cols: int, density: float, seed: int = 0) -> sp.csr_matrix:
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(
+        n_rows,
+        n_cols,
+        density=density,
+        format="csr",
+        random_state=rng,
+        data_rvs=lambda n: rng.integers(1, 6, n).astype(np.float32),
+    )
+    matrix.sort_indices()
+    return matrix
+
+
+@pytest.mark.parametrize("reg_by_count", [False, True])
+@pytest.mark.parametrize("with_center", [False, True])
+def test_batched_solve_matches_row_by_row_ridge(reg_by_count, with_center):
+    matrix = random_matrix(50, 30, 0.2)
+    matrix.data[matrix.indptr[3] : matrix.indptr[4]] = 0  # a row with no ratings
+    matrix.eliminate_zeros()
+    fixed = torch.randn(30, 4, dtype=torch.float64)
+    center = torch.randn(50, 4, dtype=torch.float64) if with_center else None
+    out = torch.zeros(50, 4, dtype=torch.float64)
+    padded = PaddedRows.from_csr(matrix, matrix.data, torch.device("cpu"), budget=64)
+    assert len(padded.chunks) > 3  # several chunks of different lengths
+    loss = solve_rows(padded, fixed, out, reg=0.7, center=center, reg_by_count=reg_by_count)
+    expected_loss = 0.0
+    for row in range(50):
+        cols = matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]]
+        values = torch.as_tensor(
+            matrix.data[matrix.indptr[row] : matrix.indptr[row + 1]], dtype=torch.float64
+        )
+        y = fixed[cols]
+        lam = 0.7 * (len(cols) if reg_by_count else 1)
+        rhs = y.T @ values + (lam * center[row] if with_center else 0)
+        if len(cols) == 0:
+            expected = center[row] if with_center else torch.zeros(4, dtype=torch.float64)
+        else:
+            expected = torch.linalg.solve(y.T @ y + lam * torch.eye(4, dtype=torch.float64), rhs)
+            expected_loss += float(((values - y @ expected) ** 2).sum())
+        torch.testing.assert_close(out[row], expected)
+    assert loss == pytest.approx(expected_loss)
+
+
+def info(n_users=20, n_items=15) -> DataInfo:
+    return DataInfo(n_users, n_items, RatingScale(1, 5), 3.0)
+
+
+def test_svdpp_prediction_matches_its_formula():
+    params = MODELS.get("svdpp").Params(factors=3)
+    model = MODELS.get("svdpp")(params, info())
+    matrix = random_matrix(20, 15, 0.3, seed=1)
+    coo = matrix.tocoo()
+    data = Interactions(coo.row.astype(np.int32), coo.col.astype(np.int32), coo.data, 20, 15)
+    model.prepare(data, seed=0)
+    users, items = torch.tensor([0, 5, 5, 19]), torch.tensor([1, 2, 14, 0])
+    got = model.predict(users, items)
+    for k, (u, i) in enumerate(zip(users.tolist(), items.tolist(), strict=True)):
+        rated = matrix.indices[matrix.indptr[u] : matrix.indptr[u + 1]]
+        implicit = model.implicit.weight[rated].sum(0) / max(len(rated), 1) ** 0.5
+        vector = model.user_factors.weight[u] + implicit
+        expected = (
+            model.mean
+            + model.user_bias.weight[u, 0]
+            + model.item_bias.weight[i, 0]
+            + vector @ model.item_factors.weight[i]
+        )
+        assert float(got[k]) == pytest.approx(float(expected), abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def low_rank_csv(tmp_path_factory):
+    return write_ratings(
+        tmp_path_factory.mktemp("lowrank") / "ratings.csv", n_users=150, n_items=120, density=0.35, seed=3
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "params"),
+    [
+        ("pmf", {"factors": 5, "epochs": 15, "reg_user": 0.05, "reg_item": 0.05}),
+        (
+            "biased-mf",
+            {"factors": 8, "epochs": 40, "optimizer": "adam", "lr": 0.01, "reg_user": 0.05, "reg_item": 0.05},
+        ),
+        (
+            "svdpp",
+            {"factors": 8, "epochs": 30, "optimizer": "adam", "lr": 0.01, "reg_user": 0.05, "reg_item": 0.05},
+        ),
+        ("mf", {"factors": 8, "epochs": 60, "optimizer": "adam", "lr": 0.02, "init_std": 0.3}),
+    ],
+)
+def test_models_beat_both_baselines_on_low_rank_data(low_rank_csv, model, params):
+    def fit(name, p):
+        config = build_config({"model": name, "data": str(low_rank_csv), "split": "random:0.2", "params": p})
+        return run(config, None, quiet=True)["test_rmse"]
+
+    bias = fit("bias", {})
+    assert fit("global-mean", {}) > bias
+    assert fit(model, params) < bias - 0.05
+
+
+def test_pmf_sweeps_decrease_the_training_objective(low_rank_csv):
+    config = build_config(
+        {"model": "pmf", "data": str(low_rank_csv), "params": {"factors": 5, "epochs": 6, "patience": 0}}
+    )
+    summary = run(config, None, quiet=True)
+    assert summary["epochs"] == 6
+    from deepmovie.experiment import build_model, prepare
+
+    dataset, splits = prepare(config)
+    model = build_model(config, dataset, splits[0], torch.device("cpu"))
+    model.prepare(splits[0].train, seed=0)
+    losses = [model.train_epoch(epoch) for epoch in range(1, 6)]
+    assert all(b <= a + 1e-6 for a, b in zip(losses, losses[1:], strict=False))
