@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -129,4 +131,4 @@ def test_pmf_sweeps_decrease_the_training_objective(low_rank_csv):
     model = build_model(config, dataset, splits[0], torch.device("cpu"))
     model.prepare(splits[0].train, seed=0)
     losses = [model.train_epoch(epoch) for epoch in range(1, 6)]
-    assert all(b <= a + 1e-6 for a, b in zip(losses, losses[1:], strict=False))
+    assert all(b <= a + 1e-6 for a, b in itertools.pairwise(losses))

@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 from deepmovie.data.interactions import Interactions
 from deepmovie.models.base import Model, ModelParams
 
-BATCH_BAR_MIN = 200
+BATCH_BAR_MIN = 200  # show a per-batch bar only for epochs long enough to watch
 # Our sparse gradients come from torch's own embedding backward and are well formed.
-torch.sparse.check_sparse_tensor_invariants.disable()  # show a per-batch bar only for epochs long enough to watch
+torch.sparse.check_sparse_tensor_invariants.disable()
 
 
 class MiniBatchParams(ModelParams):
