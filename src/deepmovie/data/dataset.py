@@ -209,33 +209,32 @@ def _read_and_encode(paths: list[Path], options: ReadOptions):
             _check_range(raw, options.scale)
     if len(raws) == 2 and (raws[0].users.dtype.kind in "iu") != (raws[1].users.dtype.kind in "iu"):
         raws = [_as_text_ids(r) for r in raws]
-    user_ids, users = IdMap.encode(np.concatenate([r.users for r in raws]))
-    item_ids, items = IdMap.encode(np.concatenate([r.items for r in raws]))
-    ratings = np.concatenate([r.ratings for r in raws])
+    user_ids, users = IdMap.encode(_join([r.users for r in raws]))
+    item_ids, items = IdMap.encode(_join([r.items for r in raws]))
+    ratings = _join([r.ratings for r in raws])
     has_time = all(r.timestamps is not None for r in raws)
-    timestamps = np.concatenate([r.timestamps for r in raws]) if has_time else None
-    keep = []
-    offset = 0
-    for raw in raws:
-        rows = np.arange(offset, offset + len(raw.ratings))
-        keep.append(
-            rows[
-                _deduplicate(
-                    users[rows],
-                    items[rows],
-                    len(item_ids),
-                    None if timestamps is None else timestamps[rows],
-                    raw.path,
-                )
-            ]
+    timestamps = _join([r.timestamps for r in raws]) if has_time else None
+    parts = [(len(r.ratings), r.path) for r in raws]
+    del raws  # the raw columns are no longer needed: keep peak memory down
+    kept, offset = [], 0
+    for size, path in parts:
+        part = slice(offset, offset + size)
+        rows = _deduplicate(
+            users[part], items[part], len(item_ids), None if timestamps is None else timestamps[part], path
         )
-        offset += len(raw.ratings)
-    rows = np.concatenate(keep)
-    if len(rows) < len(ratings):
+        kept.append((offset, size, rows))
+        offset += size
+    n_train = kept[0][1] if kept[0][2] is None else len(kept[0][2])
+    if any(rows is not None for _, _, rows in kept):
+        rows = np.concatenate([np.arange(o, o + n) if r is None else r + o for o, n, r in kept])
         users, items, ratings = users[rows], items[rows], ratings[rows]
         timestamps = timestamps[rows] if timestamps is not None else None
-    test_rows = np.arange(len(keep[0]), len(rows)) if len(raws) == 2 else None
+    test_rows = np.arange(n_train, len(ratings)) if len(parts) == 2 else None
     return users, items, ratings, timestamps, test_rows, user_ids, item_ids
+
+
+def _join(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _check_listed(
@@ -293,19 +292,27 @@ def _check_range(raw: RawRatings, scale: RatingScale) -> None:
 
 def _deduplicate(
     users: np.ndarray, items: np.ndarray, n_items: int, timestamps: np.ndarray | None, path: Path
-) -> np.ndarray:
-    """Indices of the rows to keep: for a repeated (user, item), the latest (else the last) row."""
+) -> np.ndarray | None:
+    """Indices of the rows to keep (None: all of them): for a repeated (user, item), the latest row
+    (else the last)."""
     keys = users.astype(np.int64) * n_items + items
+    if np.all(keys[1:] > keys[:-1]):  # sorted by user then item, as MovieLens files are: O(n)
+        return None
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     repeated = sorted_keys[1:] == sorted_keys[:-1]
     if not repeated.any():
-        return np.arange(len(keys))
-    rows = np.arange(len(keys))
-    order = np.lexsort((rows, timestamps, keys) if timestamps is not None else (rows, keys))
-    sorted_keys = keys[order]
-    last_of_group = np.r_[sorted_keys[1:] != sorted_keys[:-1], True]
-    kept = np.sort(order[last_of_group])
+        return None
+    # The stable sort leaves each group in file order; the winner is the last row among those with
+    # the group's latest timestamp (or simply the last row).
+    starts = np.flatnonzero(np.r_[True, ~repeated])
+    position = np.arange(len(keys))
+    if timestamps is not None:
+        stamps = timestamps[order]
+        latest = np.maximum.reduceat(stamps, starts)
+        group = np.cumsum(np.r_[True, ~repeated]) - 1
+        position = np.where(stamps == latest[group], position, -1)
+    kept = np.sort(order[np.maximum.reduceat(position, starts)])
     log.warning(
         "%s: %s duplicate (user, item) row(s) dropped, keeping the %s rating of each pair",
         path,

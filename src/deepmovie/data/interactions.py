@@ -56,8 +56,8 @@ class IdMap:
             present = np.zeros(int(values.max()) + 1, dtype=bool)
             present[values] = True
             raw = np.flatnonzero(present)
-            position = np.cumsum(present, dtype=np.int64) - 1
-            return cls(raw.astype(np.int64)), position[values].astype(np.int32)
+            position = (np.cumsum(present, dtype=np.int64) - 1).astype(np.int32)
+            return cls(raw.astype(np.int64)), position[values]
         raw, codes = np.unique(values, return_inverse=True)
         return cls(raw), codes.astype(np.int32)
 

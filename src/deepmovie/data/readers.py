@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from tqdm.auto import tqdm
 
 from deepmovie.errors import DeepMovieError, where
 
@@ -25,6 +26,9 @@ ALIASES = {
 }
 DELIMITERS = ("::", "\t", ",", ";", "|")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+CHUNK = 1 << 26  # bytes handed to PyArrow at a time (and per progress step)
+BLOCK = 1 << 22  # PyArrow's block: its unit of parallel parsing within a chunk
+PROGRESS_MIN_BYTES = 64 << 20  # files smaller than this load too fast to need a bar
 
 
 @dataclass
@@ -138,25 +142,56 @@ def read_ratings(
     arrow_sep = ":" if sep == "::" else sep
     names = [f"c{i}" for i in range(len(fields) * physical - (physical - 1))]
     wanted = {role: names[p * physical] for role, p in positions.items()}
-    types = {wanted["rating"]: pa.float64()}
-    if "timestamp" in wanted:
-        types[wanted["timestamp"]] = pa.float64()
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(
-                column_names=names, skip_rows=int(header), encoding=encoding, block_size=1 << 24
-            ),
-            parse_options=pacsv.ParseOptions(delimiter=arrow_sep, quote_char='"' if sep == "," else False),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=list(wanted.values()), column_types=types, strings_can_be_null=False
-            ),
+    # Parse straight into the final dtypes: every later copy of 20M rows costs a second here.
+    types = {wanted["rating"]: pa.float32()}
+    read = {"column_names": names, "skip_rows": int(header), "encoding": encoding, "block_size": BLOCK}
+    parse = pacsv.ParseOptions(delimiter=arrow_sep, quote_char='"' if sep == "," else False)
+    table = None
+    for timestamp_type in (pa.int64(), pa.float64()):  # integer seconds, else fractional ones
+        if "timestamp" in wanted:
+            types[wanted["timestamp"]] = timestamp_type
+        convert = pacsv.ConvertOptions(
+            include_columns=list(wanted.values()), column_types=types, strings_can_be_null=False
         )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        try:
+            table = _read_csv_chunks(path, dict(read), parse, convert)
+            break
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            error = exc
+    if table is None:
         raise DeepMovieError(
-            _diagnose(path, sep, positions, int(header), encoding) or f"{path}: {exc}"
+            _diagnose(path, sep, positions, int(header), encoding) or f"{path}: {error}"
         ) from None
     return _columns_to_raw(table, wanted, path, int(header))
+
+
+def _read_csv_chunks(
+    path: Path, read: dict, parse: pacsv.ParseOptions, convert: pacsv.ConvertOptions
+) -> pa.Table:
+    """Parse the file in line-aligned chunks with PyArrow's multi-threaded reader: full speed, and a
+    progress bar that advances by the real bytes parsed."""
+    size = path.stat().st_size
+    bar = tqdm(
+        total=size,
+        unit="B",
+        unit_scale=True,
+        desc=f"reading {path.name}",
+        leave=False,
+        disable=True if size < PROGRESS_MIN_BYTES else None,
+    )
+    tables = []
+    skip = read.pop("skip_rows")
+    with open(path, "rb") as handle, bar:
+        while data := handle.read(CHUNK):
+            data += handle.readline()  # finish the last line of the chunk
+            options = pacsv.ReadOptions(skip_rows=skip if not tables else 0, **read)
+            tables.append(
+                pacsv.read_csv(
+                    pa.BufferReader(data), read_options=options, parse_options=parse, convert_options=convert
+                )
+            )
+            bar.update(len(data))
+    return pa.concat_tables(tables)
 
 
 def _read_parquet(path: Path, columns: dict[str, str] | None) -> RawRatings:
@@ -202,13 +237,13 @@ def _columns_to_raw(table: pa.Table, wanted: dict[str, str], path: Path, header_
         if ts.dtype.kind == "f" and not np.isfinite(ts).all():
             row = int(np.flatnonzero(~np.isfinite(ts))[0])
             raise DeepMovieError(f"{where(path, _line(row, header_lines))}: timestamp is {ts[row]}")
-        timestamps = ts.astype(np.int64) if ts.dtype.kind in "fiu" else None
+        timestamps = ts.astype(np.int64, copy=False) if ts.dtype.kind in "fiu" else None
     users, items = column("user"), column("item")
     if users.dtype.kind == "O":
         users = users.astype(str)
     if items.dtype.kind == "O":
         items = items.astype(str)
-    return RawRatings(users, items, ratings.astype(np.float32), timestamps, path, header_lines)
+    return RawRatings(users, items, ratings.astype(np.float32, copy=False), timestamps, path, header_lines)
 
 
 def _line(row: int, header_lines: int) -> int | None:
