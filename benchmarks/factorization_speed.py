@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from deepmovie import machine
 from deepmovie.config import build_config, load_config_file
 from deepmovie.experiment import build_model, prepare, run
 
@@ -202,7 +202,7 @@ def main() -> None:
         "",
         f"- command: `python benchmarks/factorization_speed.py --repeats {args.repeats}`",
         f"- date: {datetime.date.today().isoformat()}",
-        f"- machine: {platform.machine()}, {_cpu()}, {torch.get_num_threads()} torch threads",
+        f"- machine: {machine.describe()}",
         f"- torch {torch.__version__}, numpy {np.__version__}; median of {args.repeats} runs",
         "",
         "| what | seconds (median) | runs | note |",
@@ -226,16 +226,6 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepmovie import __version__
+from deepmovie import __version__, machine
 from deepmovie.config import RunConfig, dump_yaml
 from deepmovie.data.dataset import Dataset, load_dataset
 from deepmovie.errors import DeepMovieError
@@ -162,8 +161,7 @@ def _combine(config: RunConfig, dataset: Dataset, folds: list[dict], device: tor
         {
             "cold_policy": COLD_POLICY,
             "device": str(device),
-            "machine": f"{platform.machine()} {platform.processor() or platform.system()}, "
-            f"{torch.get_num_threads()} torch threads",
+            "machine": machine.describe(device),
             "config": config.resolved(),
             "version": __version__,
         }
