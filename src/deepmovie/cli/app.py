@@ -64,12 +64,16 @@ def splits() -> None:
 def fetch(
     name: Annotated[str, typer.Argument(help="dataset name, e.g. ml-1m (see `deepmovie datasets`)")],
     force: Annotated[bool, typer.Option(help="download again even if present")] = False,
+    md5: Annotated[str | None, typer.Option(help="expected MD5 of the zip (e.g. for a mirror)")] = None,
+    allow_unverified: Annotated[
+        bool, typer.Option(help="accept a zip whose MD5 is known nowhere (not recommended)")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Download an official MovieLens zip into DEEPMOVIE_HOME, verify it and unpack it."""
     from deepmovie.data.fetch import fetch as fetch_release
 
-    path = fetch_release(name, force=force, quiet=quiet)
+    path = fetch_release(name, force=force, md5=md5, allow_unverified=allow_unverified, quiet=quiet)
     typer.echo(str(path))
 
 
