@@ -28,7 +28,7 @@ from deepmovie import machine
 from deepmovie.config import build_config, load_config_file
 from deepmovie.experiment import build_model, prepare, run
 
-PRESET_100K = Path(__file__).resolve().parents[1] / "configs" / "biased-mf-ml-100k.yaml"
+PRESET_100K = Path(__file__).resolve().parents[1] / "configs" / "biased-mf-ml-100k-fast.yaml"
 
 
 class PerSampleRatings(Dataset):
@@ -185,7 +185,7 @@ def main() -> None:
         ("pmf ALS sweep (users + items), ML-1M, k=50", sweep, sweep_runs, f"{len(train):,} ratings"),
     ]
     targets = [
-        ("DeepMovie biased-mf (configs/biased-mf-ml-100k.yaml)", time_to_target_deepmovie),
+        ("DeepMovie biased-mf (configs/biased-mf-ml-100k-fast.yaml)", time_to_target_deepmovie),
         ("Surprise SVD (k=100, 20 epochs, reg 0.05)", time_to_target_surprise),
         ("cornac MF (k=10, 25 epochs, biases)", time_to_target_cornac),
     ]

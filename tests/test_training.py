@@ -205,3 +205,12 @@ def test_cuda_matches_cpu(ratings_csv):
     assert run(cpu, None, quiet=True)["test_rmse"] == pytest.approx(
         run(gpu, None, quiet=True)["test_rmse"], abs=1e-3
     )
+
+
+@pytest.mark.parametrize("model", ["mf", "biased-mf"])
+def test_fused_sgd_step_equals_autograd_sgd(ratings_csv, model):
+    params = {"optimizer": "sgd", "lr": 0.01, "epochs": 3, "patience": 0, "sparse": False}
+    fused = train(model, ratings_csv, fused=True, **params)
+    autograd = train(model, ratings_csv, fused=False, **params)
+    assert fused["test_rmse"] == pytest.approx(autograd["test_rmse"], abs=1e-5)
+    assert fused["test_rmse"] != train(model, ratings_csv, fused=True, **{**params, "lr": 0.02})["test_rmse"]

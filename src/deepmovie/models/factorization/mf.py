@@ -41,6 +41,18 @@ class MF(MiniBatchModel):
         penalty = self.params.reg_user * (p * p).sum() + self.params.reg_item * (q * q).sum()
         return squared + penalty, squared
 
+    def sgd_step(self, users, items, ratings, lr):
+        p, q = self.user_factors.weight[users], self.item_factors.weight[items]
+        error = (p * q).sum(-1) - ratings
+        self._descend(users, items, error, p, q, lr)
+        return (error * error).sum()
+
+    def _descend(self, users, items, error, p, q, lr) -> None:
+        """Factor updates of d/d(p, q) [error^2 + reg_user |p|^2 + reg_item |q|^2], summed per row."""
+        step, e = 2 * lr, error[:, None]
+        self.user_factors.weight.index_add_(0, users, (e * q + self.params.reg_user * p) * -step)
+        self.item_factors.weight.index_add_(0, items, (e * p + self.params.reg_item * q) * -step)
+
 
 class BiasedMFParams(MFParams):
     """Defaults chosen on ML-100K's validation rows (configs/biased-mf-ml-100k.yaml), at half the factors."""
@@ -89,3 +101,13 @@ class BiasedMF(MF):
             + params.reg_bias * (bu * bu + bi * bi).sum()
         )
         return squared + penalty, squared
+
+    def sgd_step(self, users, items, ratings, lr):
+        p, q = self.user_factors.weight[users], self.item_factors.weight[items]
+        bu, bi = self.user_bias.weight[users], self.item_bias.weight[items]
+        error = self.mean + bu[:, 0] + bi[:, 0] + (p * q).sum(-1) - ratings
+        step, reg = 2 * lr, self.params.reg_bias
+        self.user_bias.weight.index_add_(0, users, (error[:, None] + reg * bu) * -step)
+        self.item_bias.weight.index_add_(0, items, (error[:, None] + reg * bi) * -step)
+        self._descend(users, items, error, p, q, lr)
+        return (error * error).sum()
