@@ -90,6 +90,9 @@ def median(fn, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(runs), runs
 
 
+TARGET = 0.925
+
+
 def time_to_target_deepmovie(data: str) -> tuple[float, float]:
     values = load_config_file(PRESET_100K)
     values.update({"data": data, "split": "fold:u1"})
@@ -97,29 +100,49 @@ def time_to_target_deepmovie(data: str) -> tuple[float, float]:
     return summary["fit_seconds"], summary["test_rmse"]
 
 
-def time_to_target_surprise(data: str) -> tuple[float, float] | None:
-    try:
-        from surprise import SVD, Dataset, Reader, accuracy
-    except ImportError:
-        return None
-    reader = Reader(line_format="user item rating timestamp", sep="\t")
-    folds = Dataset.load_from_folds([(f"{data}/u1.base", f"{data}/u1.test")], reader=reader)
+SURPRISE_GRID = [
+    {"n_factors": k, "n_epochs": e, "lr_all": lr, "reg_all": reg}
+    for k in (50, 100)
+    for e in (20, 30)
+    for lr, reg in ((0.005, 0.02), (0.007, 0.08), (0.01, 0.1))
+]
+CORNAC_GRID = [
+    {"k": k, "max_iter": it, "learning_rate": lr, "lambda_reg": reg}
+    for k in (10, 50)
+    for it in (25, 100)
+    for lr, reg in ((0.01, 0.02), (0.01, 0.05), (0.005, 0.1))
+]
+
+
+def fastest_reaching(fit, grid: list[dict], target: float = TARGET) -> tuple[float, float, dict]:
+    """(seconds, test RMSE, settings) of the fastest grid point reaching ``target`` on the test rows,
+    else of the most accurate one: the same time-to-accuracy rule for every library."""
+    results = [(*fit(settings), settings) for settings in grid]
+    reaching = [r for r in results if r[1] <= target]
+    return min(reaching, key=lambda r: r[0]) if reaching else min(results, key=lambda r: r[1])
+
+
+def surprise_fit(data: str):
+    from surprise import SVD, Dataset, Reader, accuracy
     from surprise.model_selection import PredefinedKFold
 
+    reader = Reader(line_format="user item rating timestamp", sep="\t")
+    folds = Dataset.load_from_folds([(f"{data}/u1.base", f"{data}/u1.test")], reader=reader)
     trainset, testset = next(PredefinedKFold().split(folds))
-    algo = SVD(n_factors=100, n_epochs=20, lr_all=0.005, reg_all=0.05, random_state=0)
-    began = time.perf_counter()
-    algo.fit(trainset)
-    seconds = time.perf_counter() - began
-    return seconds, accuracy.rmse(algo.test(testset), verbose=False)
+
+    def fit(settings: dict) -> tuple[float, float]:
+        algo = SVD(random_state=0, **settings)
+        began = time.perf_counter()
+        algo.fit(trainset)
+        seconds = time.perf_counter() - began
+        return seconds, accuracy.rmse(algo.test(testset), verbose=False)
+
+    return fit
 
 
-def time_to_target_cornac(data: str) -> tuple[float, float] | None:
-    try:
-        import cornac
-        from cornac.eval_methods import BaseMethod
-    except ImportError:
-        return None
+def cornac_fit(data: str):
+    import cornac
+    from cornac.eval_methods import BaseMethod
 
     def read(name):
         rows = np.loadtxt(f"{data}/{name}", dtype=str)[:, :3]
@@ -128,28 +151,19 @@ def time_to_target_cornac(data: str) -> tuple[float, float] | None:
     method = BaseMethod.from_splits(
         train_data=read("u1.base"), test_data=read("u1.test"), exclude_unknowns=False, verbose=False
     )
-    model = cornac.models.MF(
-        k=10,
-        max_iter=25,
-        learning_rate=0.01,
-        lambda_reg=0.02,
-        use_bias=True,
-        early_stop=False,
-        seed=0,
-        verbose=False,
-    )
-    began = time.perf_counter()
-    model.fit(method.train_set)
-    seconds = time.perf_counter() - began
-    test = method.test_set
-    users, items, ratings = test.uir_tuple
-    predictions = np.array(
-        [
-            model.score(u, i) if u < model.num_users and i < model.num_items else method.train_set.global_mean
-            for u, i in zip(users, items, strict=True)
-        ]
-    )
-    return seconds, float(np.sqrt(np.mean((np.clip(predictions, 1, 5) - ratings) ** 2)))
+    users, items, ratings = method.test_set.uir_tuple
+
+    def fit(settings: dict) -> tuple[float, float]:
+        model = cornac.models.MF(use_bias=True, early_stop=False, seed=0, verbose=False, **settings)
+        began = time.perf_counter()
+        model.fit(method.train_set)
+        seconds = time.perf_counter() - began
+        known = (users < model.num_users) & (items < model.num_items)
+        predictions = np.full(len(ratings), method.train_set.global_mean)
+        predictions[known] = [model.score(u, i) for u, i in zip(users[known], items[known], strict=True)]
+        return seconds, float(np.sqrt(np.mean((np.clip(predictions, 1, 5) - ratings) ** 2)))
+
+    return fit
 
 
 def main() -> None:
@@ -184,18 +198,28 @@ def main() -> None:
         ),
         ("pmf ALS sweep (users + items), ML-1M, k=50", sweep, sweep_runs, f"{len(train):,} ratings"),
     ]
-    targets = [
-        ("DeepMovie biased-mf (configs/biased-mf-ml-100k-fast.yaml)", time_to_target_deepmovie),
-        ("Surprise SVD (k=100, 20 epochs, reg 0.05)", time_to_target_surprise),
-        ("cornac MF (k=10, 25 epochs, biases)", time_to_target_cornac),
-    ]
     target_rows = []
-    for name, fn in targets:
-        results = [fn(args.data_100k) for _ in range(args.repeats)]
-        if results[0] is None:
-            target_rows.append((name, None, None))
+    results = [time_to_target_deepmovie(args.data_100k) for _ in range(args.repeats)]
+    target_rows.append(
+        (
+            "DeepMovie biased-mf (configs/biased-mf-ml-100k-fast.yaml)",
+            statistics.median(r[0] for r in results),
+            results[0][1],
+            "as in the preset",
+        )
+    )
+    for name, make, grid in (
+        ("Surprise SVD", surprise_fit, SURPRISE_GRID),
+        ("cornac MF (biases)", cornac_fit, CORNAC_GRID),
+    ):
+        try:
+            fit = make(args.data_100k)
+        except ImportError:
+            target_rows.append((name, None, None, "not installed (pip install scikit-surprise cornac)"))
             continue
-        target_rows.append((name, statistics.median(r[0] for r in results), results[0][1]))
+        _, rmse, settings = fastest_reaching(fit, grid)
+        seconds = statistics.median(fit(settings)[0] for _ in range(args.repeats))
+        target_rows.append((name, seconds, rmse, ", ".join(f"{k}={v}" for k, v in settings.items())))
 
     lines = [
         "# Factorization speed (CPU)",
@@ -213,16 +237,19 @@ def main() -> None:
     ]
     lines += [
         "",
-        "Time to fit on ML-100K u1 (80,000 training ratings) and the test RMSE reached:",
+        f"Time to fit on ML-100K u1 (80,000 training ratings) for test RMSE <= {TARGET}. Peers take the "
+        f"fastest point of a grid ({len(SURPRISE_GRID)} Surprise, {len(CORNAC_GRID)} cornac settings) that "
+        "reaches it, else their most accurate point; DeepMovie's preset was chosen on validation rows.",
         "",
-        "| model | fit seconds (median) | test RMSE | reaches <= 0.925 |",
-        "|---|---|---|---|",
+        "| model | fit seconds (median) | test RMSE | reaches target | settings |",
+        "|---|---|---|---|---|",
     ]
-    for name, seconds, rmse in target_rows:
+    for name, seconds, rmse, settings in target_rows:
         if seconds is None:
-            lines.append(f"| {name} | not installed | - | - |")
+            lines.append(f"| {name} | - | - | - | {settings} |")
         else:
-            lines.append(f"| {name} | {seconds:.2f} | {rmse:.4f} | {'yes' if rmse <= 0.925 else 'no'} |")
+            reached = "yes" if rmse <= TARGET else "no"
+            lines.append(f"| {name} | {seconds:.2f} | {rmse:.4f} | {reached} | {settings} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

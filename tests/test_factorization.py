@@ -132,3 +132,23 @@ def test_pmf_sweeps_decrease_the_training_objective(low_rank_csv):
     model.prepare(splits[0].train, seed=0)
     losses = [model.train_epoch(epoch) for epoch in range(1, 6)]
     assert all(b <= a + 1e-6 for a, b in itertools.pairwise(losses))
+
+
+def test_svdpp_never_takes_the_biased_mf_shortcut(low_rank_csv):
+    """SVD++ inherits biased MF's closed-form step; using it would silently drop the implicit term."""
+    config = build_config(
+        {
+            "model": "svdpp",
+            "data": str(low_rank_csv),
+            "params": {"optimizer": "sgd", "lr": 0.005, "epochs": 3, "patience": 0},
+        }
+    )
+    from deepmovie.experiment import build_model, prepare
+
+    dataset, splits = prepare(config)
+    model = build_model(config, dataset, splits[0], torch.device("cpu"))
+    model.prepare(splits[0].train, seed=0)
+    assert not model._fused_sgd()
+    before = model.implicit.weight.detach().clone()
+    model.train_epoch(1)
+    assert not torch.equal(model.implicit.weight, before)

@@ -123,17 +123,12 @@ class MiniBatchModel(Model):
         raise NotImplementedError
 
     def _fused_sgd(self) -> bool:
+        """Use ``sgd_step`` only when the class that defines the loss also defines the step: a subclass
+        that changes ``batch_loss`` (SVD++ over biased MF) must not inherit a step for another loss."""
         p = self.params
-        has_step = type(self).sgd_step is not MiniBatchModel.sgd_step
-        return (
-            has_step
-            and p.fused
-            and p.optimizer == "sgd"
-            and not p.momentum
-            and not p.grad_clip
-            and not p.weight_decay
-            and not p.amp
-        )
+        step_owner, loss_owner = _owner(type(self), "sgd_step"), _owner(type(self), "batch_loss")
+        plain_sgd = p.optimizer == "sgd" and not (p.momentum or p.grad_clip or p.weight_decay or p.amp)
+        return p.fused and plain_sgd and step_owner is loss_owner and step_owner is not MiniBatchModel
 
     def training_state(self) -> dict[str, Any]:
         return {
@@ -181,6 +176,11 @@ class MiniBatchModel(Model):
         if p.lr_schedule == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=p.epochs)
         return None
+
+
+def _owner(cls: type, name: str) -> type:
+    """The class in ``cls``'s MRO whose body defines ``name``."""
+    return next(c for c in cls.__mro__ if name in vars(c))
 
 
 def clip_gradients(parameters, max_norm: float) -> None:
