@@ -56,13 +56,17 @@ def main() -> None:
         per_epoch = sum(s["epoch_seconds"]) / max(len(s["epoch_seconds"]), 1)
         lines.append(
             f"| `{path}` | {s['model']} | {Path(s['data']).name} | {s['split']} ({s['split_hash'][:8]}) "
-            f"| {s['test_rmse']:.4f} | {s['test_mae']:.4f} | {s['valid_rmse']:.4f} | {s['best_epoch']} "
+            f"| {s['test_rmse']:.4f} | {s['test_mae']:.4f} | {_number(s['valid_rmse'])} | {s['best_epoch']} "
             f"| {'yes' if s.get('refit') else 'no'} | {s['fit_seconds']:.1f} | {per_epoch:.3f} "
             f"| {s['train_samples_per_second']:,.0f} | {s['cold_test_rows']} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -11,8 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from deepmovie.data.catalog import DEFAULT_DATASET
 from deepmovie.data.dataset import ReadOptions
 from deepmovie.data.interactions import RatingScale
-from deepmovie.errors import DeepMovieError
-from deepmovie.models import MODELS, ModelParams
+from deepmovie.errors import DeepMovieError, where
+
+if TYPE_CHECKING:  # the models import torch: only commands that train need it
+    from deepmovie.models import ModelParams
+
+EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ReadConfig(BaseModel):
@@ -74,6 +79,8 @@ class RunConfig(BaseModel):
 
 
 def parse_params(model: str, params: dict[str, Any]) -> ModelParams:
+    from deepmovie.models import MODELS
+
     cls = MODELS.get(model).Params
     try:
         return cls(**params)
@@ -95,8 +102,11 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise DeepMovieError(f"{path}: no such file")
     try:
         values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DeepMovieError(f"{path}: not valid YAML ({exc})") from None
+    except yaml.YAMLError as exc:  # its message spans lines; the CLI's error is one line
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        line = mark.line + 1 if mark is not None else None
+        raise DeepMovieError(f"{where(path, line)}: not valid YAML ({problem})") from None
     if not isinstance(values, dict):
         raise DeepMovieError(f"{path}: expected a mapping of config fields")
     return values
@@ -110,9 +120,12 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise DeepMovieError(f"--set {text!r}: expected key=value")
         try:
-            values[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
-            values[key.strip()] = raw
+            value = raw
+        if isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        values[key.strip()] = value
     return values
 
 
@@ -124,6 +137,12 @@ def _describe(exc: ValidationError, what: str, cls: type[BaseModel]) -> str:
     error = exc.errors()[0]
     field = ".".join(str(p) for p in error["loc"]) or "?"
     if error["type"] == "extra_forbidden":
-        known = ", ".join(cls.model_fields)
+        owner = cls  # the model the unknown key sits in, e.g. ReadConfig for 'read.foo'
+        for part in error["loc"][:-1]:
+            annotation = getattr(owner.model_fields.get(str(part)), "annotation", None)
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                break
+            owner = annotation
+        known = ", ".join(owner.model_fields)
         return f"unknown {what} {field!r} (known: {known})"
     return f"{what} {field!r}: {error['msg']} (got {error.get('input')!r})"

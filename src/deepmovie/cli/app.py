@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +22,9 @@ app = typer.Typer(
 
 
 def _quiet(quiet: bool) -> None:
-    logging.getLogger("deepmovie").setLevel(logging.WARNING if quiet else logging.INFO)
+    """Status lines go to a terminal only, like progress bars: piped output stays one error line."""
+    verbose = not quiet and sys.stderr.isatty()
+    logging.getLogger("deepmovie").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 @app.command()

@@ -67,10 +67,13 @@ class IdMap:
         if self.raw.dtype.kind in "iu" and raw_values.dtype.kind not in "iu":
             try:
                 raw_values = raw_values.astype(np.int64)
-            except ValueError:
-                return np.full(len(raw_values), -1, dtype=np.int64)
+            except ValueError:  # some values are not integers: only those are unknown
+                numeric = np.array([_is_integer(v) for v in raw_values], dtype=bool)
+                found = np.full(len(raw_values), -1, dtype=np.int64)
+                found[numeric] = self.index_of(raw_values[numeric].astype(np.int64))
+                return found
         if self.raw.dtype.kind not in "iu":
-            raw_values = raw_values.astype(self.raw.dtype)
+            raw_values = raw_values.astype(str)  # not the map's dtype: '<U2' would cut 'm10' to 'm1'
         pos = np.searchsorted(self.raw, raw_values)
         pos = np.clip(pos, 0, max(len(self.raw) - 1, 0))
         found = len(self.raw) > 0 and (self.raw[pos] == raw_values)
@@ -78,6 +81,14 @@ class IdMap:
 
     def to_raw(self, indices: np.ndarray) -> np.ndarray:
         return self.raw[indices]
+
+
+def _is_integer(text: object) -> bool:
+    try:
+        int(str(text))
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass

@@ -40,10 +40,10 @@ class RawRatings:
     ratings: np.ndarray
     timestamps: np.ndarray | None
     path: Path
-    header_lines: int  # so that row r sits on line r + header_lines + 1
+    header_lines: int  # lines before the first row; -1 for Parquet, which has no lines
 
     def line_of(self, row: int) -> int | None:
-        return None if self.header_lines < 0 else int(row) + self.header_lines + 1
+        return _line(self.path, int(row), self.header_lines)
 
 
 def _is_number(text: str) -> bool:
@@ -158,9 +158,11 @@ def read_ratings(
             break
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             error = exc
+    if table is not None and any(pa.types.is_binary(t) for t in table.schema.types):
+        table, error = None, f"not valid {encoding} text"  # PyArrow reads such a column as bytes
     if table is None:
         raise DeepMovieError(
-            _diagnose(path, sep, positions, int(header), encoding) or f"{path}: {error}"
+            _diagnose(path, sep, len(fields), positions, int(header), encoding) or f"{path}: {error}"
         ) from None
     return _columns_to_raw(table, wanted, path, int(header))
 
@@ -191,7 +193,18 @@ def _read_csv_chunks(
                 )
             )
             bar.update(len(data))
-    return pa.concat_tables(tables)
+    return pa.concat_tables(_same_types(tables))
+
+
+def _same_types(tables: list[pa.Table]) -> list[pa.Table]:
+    """Ids read as numbers in one chunk and as text in another become text in all chunks, as they
+    would be in a file read in one piece."""
+    first = tables[0].schema
+    mixed = {f.name for t in tables[1:] for f in t.schema if f.type != first.field(f.name).type}
+    if not mixed:
+        return tables
+    schema = pa.schema([pa.field(f.name, pa.string()) if f.name in mixed else f for f in first])
+    return [t.cast(schema) for t in tables]
 
 
 def _read_parquet(path: Path, columns: dict[str, str] | None) -> RawRatings:
@@ -214,11 +227,17 @@ def _columns_to_raw(table: pa.Table, wanted: dict[str, str], path: Path, header_
         col = table.column(wanted[role])
         if col.null_count:
             row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DeepMovieError(f"{where(path, _line(row, header_lines))}: missing {role} value")
+            raise DeepMovieError(f"{where(path, _line(path, row, header_lines))}: missing {role} value")
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
         if pa.types.is_floating(col.type) and role in ("user", "item"):
-            col = col.cast(pa.int64())
+            values = col.to_numpy()
+            bad = ~np.isfinite(values) | (values != np.round(values))
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                at = where(path, _line(path, row, header_lines))
+                raise DeepMovieError(f"{at}: {role} id {values[row]:g} is not a whole number")
+            return values.astype(np.int64)
         return col.to_numpy()
 
     ratings = column("rating")
@@ -228,7 +247,7 @@ def _columns_to_raw(table: pa.Table, wanted: dict[str, str], path: Path, header_
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DeepMovieError(
-            f"{where(path, _line(row, header_lines))}: rating is {ratings[row]} "
+            f"{where(path, _line(path, row, header_lines))}: rating is {ratings[row]} "
             f"({int(bad.sum())} non-finite rating(s) in the file)"
         )
     timestamps = None
@@ -236,7 +255,7 @@ def _columns_to_raw(table: pa.Table, wanted: dict[str, str], path: Path, header_
         ts = column("timestamp")
         if ts.dtype.kind == "f" and not np.isfinite(ts).all():
             row = int(np.flatnonzero(~np.isfinite(ts))[0])
-            raise DeepMovieError(f"{where(path, _line(row, header_lines))}: timestamp is {ts[row]}")
+            raise DeepMovieError(f"{where(path, _line(path, row, header_lines))}: timestamp is {ts[row]}")
         timestamps = ts.astype(np.int64, copy=False) if ts.dtype.kind in "fiu" else None
     users, items = column("user"), column("item")
     if users.dtype.kind == "O":
@@ -246,37 +265,43 @@ def _columns_to_raw(table: pa.Table, wanted: dict[str, str], path: Path, header_
     return RawRatings(users, items, ratings.astype(np.float32, copy=False), timestamps, path, header_lines)
 
 
-def _line(row: int, header_lines: int) -> int | None:
-    return None if header_lines < 0 else row + header_lines + 1
+def _line(path: Path, row: int, header_lines: int) -> int | None:
+    """The line of data row ``row`` (error path only: a scan, since PyArrow skips empty lines)."""
+    if header_lines < 0:
+        return None
+    with open(path, "rb") as handle:
+        for number, data in enumerate(handle, start=1):
+            if number > header_lines and data.rstrip(b"\r\n"):
+                if row == 0:
+                    return number
+                row -= 1
+    return None
 
 
 def _diagnose(
-    path: Path, sep: str, positions: dict[str, int], header_lines: int, encoding: str
+    path: Path, sep: str, width: int, positions: dict[str, int], header_lines: int, encoding: str
 ) -> str | None:
-    """Find the first line PyArrow could not read and say what is wrong with it."""
-    needed = max(positions.values()) + 1
-    number = 0
-    with open(path, encoding=encoding, errors="strict", newline="") as handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if number <= header_lines or not line.strip():
-                    continue
-                fields = (
-                    next(csv.reader([line.rstrip("\r\n")], delimiter=sep))
-                    if sep == ","
-                    else (line.rstrip("\r\n").split(sep))
+    """Find the first line PyArrow could not read and say what is wrong with it (every line must
+    have the first line's ``width`` fields)."""
+    with open(path, "rb") as handle:
+        for number, data in enumerate(handle, start=1):
+            try:  # line by line, so that the error names the line the bad byte is on
+                line = data.decode(encoding).rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                return (
+                    f"{where(path, number)}: not valid {encoding} text ({exc.reason}); try --encoding latin-1"
                 )
-                if len(fields) < needed:
+            if number <= header_lines or not line:
+                continue
+            fields = next(csv.reader([line], delimiter=sep)) if sep == "," else line.split(sep)
+            if len(fields) != width:
+                return (
+                    f"{where(path, number)}: {len(fields)} field(s), expected {width} "
+                    f"separated by {sep!r}: {line[:80]!r}"
+                )
+            for role in ("rating", "timestamp"):
+                if role in positions and not _is_number(fields[positions[role]].strip()):
                     return (
-                        f"{where(path, number)}: {len(fields)} field(s), expected {needed} "
-                        f"separated by {sep!r}: {line.strip()[:80]!r}"
+                        f"{where(path, number)}: {role} {fields[positions[role]].strip()!r} is not a number"
                     )
-                for role in ("rating", "timestamp"):
-                    if role in positions and not _is_number(fields[positions[role]].strip()):
-                        return (
-                            f"{where(path, number)}: {role} {fields[positions[role]].strip()!r} "
-                            "is not a number"
-                        )
-        except UnicodeDecodeError as exc:
-            return f"{where(path, number)}: not valid {encoding} text ({exc.reason}); try --encoding latin-1"
     return None

@@ -43,7 +43,9 @@ GENRES = (
     "Drama", "Comedy", "Thriller", "Romance", "Action", "Crime", "Horror", "Documentary", "Adventure",
     "Sci-Fi", "Mystery", "Fantasy", "War", "Children", "Musical", "Animation", "Western", "Film-Noir",
 )  # fmt: skip
-GENRE_WEIGHTS = np.array([13, 8.4, 4.2, 4.1, 3.5, 2.9, 2.6, 2.5, 2.3, 1.7, 1.5, 1.4, 1.2, 1.1, 1, 1, 0.7, 0.3])
+GENRE_WEIGHTS = np.array(
+    [13, 8.4, 4.2, 4.1, 3.5, 2.9, 2.6, 2.5, 2.3, 1.7, 1.5, 1.4, 1.2, 1.1, 1, 1, 0.7, 0.3]
+)
 
 
 @dataclass(frozen=True)
@@ -56,18 +58,17 @@ class Shape:
     max_item_id: int  # MovieLens movie ids have gaps: they run up to this
     start: int  # first and last timestamp of the release
     end: int
-    zipf_a: float  # item weight of popularity rank r: (r + zipf_q) ** -zipf_a
-    zipf_q: float
+    popularity_sigma: float  # item weights are lognormal with this sigma
 
 
 SHAPES = {
-    "ml-100k": Shape(943, 1_682, 100_000, 1_682, 874_724_710, 893_286_638, 1.6, 180.0),
-    "ml-1m": Shape(6_040, 3_706, 1_000_209, 3_952, 956_703_932, 1_046_454_590, 1.6, 400.0),
-    "ml-10m": Shape(69_878, 10_677, 10_000_054, 65_133, 789_652_009, 1_231_131_736, 1.4, 300.0),
-    "ml-20m": Shape(138_493, 26_744, 20_000_263, 131_262, 789_652_009, 1_427_784_002, 1.3, 300.0),
+    "ml-100k": Shape(943, 1_682, 100_000, 1_682, 874_724_710, 893_286_638, 1.6),
+    "ml-1m": Shape(6_040, 3_706, 1_000_209, 3_952, 956_703_932, 1_046_454_590, 1.5),
+    "ml-10m": Shape(69_878, 10_677, 10_000_054, 65_133, 789_652_009, 1_231_131_736, 2.5),
+    "ml-20m": Shape(138_493, 26_744, 20_000_263, 131_262, 789_652_009, 1_427_784_002, 3.0),
 }
 SCALES = {"whole": (1.0, 5.0, 1.0), "half": (0.5, 5.0, 0.5)}
-MEANS = {"whole": 3.62, "half": 3.55}  # mu, so that the rounded, clipped mean lands near MovieLens' 3.53
+MEANS = {"whole": 3.58, "half": 3.53}  # mu: ML-1M's and ML-20M's mean rating
 
 
 def synthesize(
@@ -126,83 +127,52 @@ def _resized(spec: Shape, users: int, items: int, ratings: int) -> Shape:
             f"(>= {MIN_PER_USER} per user, >= 1 per item) and {cap * users:,} (<= {cap} per user)"
         )
     max_id = max(items, round(items * spec.max_item_id / spec.items))
-    return Shape(users, items, ratings, max_id, spec.start, spec.end, spec.zipf_a, spec.zipf_q)
+    return Shape(users, items, ratings, max_id, spec.start, spec.end, spec.popularity_sigma)
 
 
 def _generate(spec: Shape, out: Path, *, seed: int, noise: float, scale: str, quiet: bool) -> dict:
-    low, high, step = SCALES[scale]
-    mu = MEANS[scale]
-    counts = np.zeros(0)
     sequence = np.random.SeedSequence(seed)
     rng = np.random.default_rng(sequence.spawn(1)[0])
-
     counts = _user_counts(rng, spec)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    # Popularity: a random item gets each rank, so ids carry no signal.
-    weights = (np.arange(1, spec.items + 1) + spec.zipf_q) ** -spec.zipf_a
-    popularity = np.empty(spec.items)
-    popularity[rng.permutation(spec.items)] = weights / weights.sum()
-    cdf = np.cumsum(popularity)
-    cdf /= cdf[-1]
-    log_pop = np.log(popularity)
-    z_pop = (log_pop - log_pop.mean()) / max(log_pop.std(), 1e-12)
-    item_bias = ITEM_BIAS_STD * (
-        POPULARITY_BIAS * z_pop + math.sqrt(1 - POPULARITY_BIAS**2) * rng.standard_normal(spec.items)
-    )
-    factor_std = (INTERACTION_STD**2 / RANK) ** 0.25  # so that u . v has std INTERACTION_STD
-    item_factors = rng.normal(0, factor_std, (spec.items, RANK)).astype(np.float32)
+    catalogue = _Catalogue.build(rng, spec)
+    model = _Model.build(rng, spec, catalogue.popularity, noise, scale)
     item_raw = np.sort(rng.choice(spec.max_item_id, spec.items, replace=False)) + 1
-    # Every item gets one rating from a random user's slot, so all items appear in the file.
+    # Every item gets one rating, in a random user's slot, so that all items appear in the file.
     slots = rng.choice(spec.ratings, spec.items, replace=False)
-    seed_users = np.searchsorted(starts, slots, side="right") - 1
+    seed_users = np.searchsorted(np.cumsum(counts), slots, side="right")
     seed_items = rng.permutation(spec.items)
-    order = np.argsort(seed_users, kind="stable")
-    seed_users, seed_items = seed_users[order], seed_items[order]
-
+    by_user = np.argsort(seed_users, kind="stable")
+    seed_users, seed_items = seed_users[by_user], seed_items[by_user]
     bounds = _chunks(counts)
     chunk_seeds = sequence.spawn(1 + len(bounds))[1:]
     _write_movies(out / "movies.csv", rng, item_raw, spec)
 
-    totals = {"rows": 0, "sse": 0.0, "sse_bayes": 0.0, "sum": 0.0, "sum_sq": 0.0}
-    levels = np.round(np.arange(low, high + step / 2, step), 1)
-    level_text = pa.array([f"{v:.1f}" for v in levels])
-    path, tmp = out / "ratings.csv", out / f"ratings.csv.tmp{os.getpid()}"
-    options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+    totals = dict.fromkeys(("rows", "sse", "sse_bayes", "sum", "sum_sq"), 0.0)
+    level_text = pa.array([f"{v:.1f}" for v in model.levels])
     schema = pa.schema(
         [("userId", pa.int32()), ("movieId", pa.int32()),
          ("rating", pa.dictionary(pa.int8(), pa.string())), ("timestamp", pa.int64())]
     )  # fmt: skip
+    path, tmp = out / "ratings.csv", out / f"ratings.csv.tmp{os.getpid()}"
     bar = tqdm(total=spec.ratings, unit="rows", unit_scale=True, desc="synth", disable=quiet or None)
     pending: Future | None = None
     try:
-        with (
-            open(tmp, "wb") as handle,
-            ThreadPoolExecutor(1) as writer_thread,
-            bar,
-        ):
-            handle.write(b"userId,movieId,rating,timestamp\n")
-            writer = pacsv.CSVWriter(handle, schema, write_options=options)
+        # The CSV of one chunk is written on a second thread while the next chunk is generated.
+        with pa.OSFile(str(tmp), "wb") as handle, ThreadPoolExecutor(1) as background, bar:
+            handle.write(b"userId,movieId,rating,timestamp\n")  # PyArrow would quote the names
+            writer = pacsv.CSVWriter(
+                handle, schema, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none")
+            )
             for chunk_seed, (first, last) in zip(chunk_seeds, bounds, strict=True):
                 chunk_rng = np.random.default_rng(chunk_seed)
                 lo, hi = np.searchsorted(seed_users, [first, last])
-                users, items, stamps = _chunk_pairs(
-                    chunk_rng, counts[first:last], first, seed_users[lo:hi] - first, seed_items[lo:hi],
-                    cdf, log_pop, popularity, spec,
-                )  # fmt: skip
-                # Ratings: the latent model, Gaussian noise, then the star grid.
-                n_local = last - first
-                user_bias = chunk_rng.normal(0, USER_BIAS_STD, n_local).astype(np.float32)
-                user_factors = chunk_rng.normal(0, factor_std, (n_local, RANK)).astype(np.float32)
-                signal = np.einsum("ij,ij->i", user_factors[users], item_factors[items])
-                signal += user_bias[users]
-                signal += item_bias[items].astype(np.float32)
-                signal += np.float32(mu)
-                observed = signal + np.float32(noise) * chunk_rng.standard_normal(len(signal), np.float32)
-                grid = np.clip(np.rint((observed - low) / step), 0, len(levels) - 1).astype(np.int8)
-                rating = low + step * grid.astype(np.float64)
+                users, items, order = _chunk_pairs(
+                    chunk_rng, counts[first:last], seed_users[lo:hi] - first, seed_items[lo:hi], catalogue
+                )
+                stamps = _timestamps(chunk_rng, users, order, counts[first:last], spec)
+                grid, rating, signal = model.rate(chunk_rng, users, items)
                 totals["sse"] += float(np.square(rating - signal).sum())
-                totals["sse_bayes"] += float(np.square(rating - _expected(signal, noise, low, step, levels))
-                                             .sum())  # fmt: skip
+                totals["sse_bayes"] += float(np.square(rating - model.expected(signal)).sum())
                 totals["sum"] += float(rating.sum())
                 totals["sum_sq"] += float(np.square(rating).sum())
                 totals["rows"] += len(rating)
@@ -213,7 +183,7 @@ def _generate(spec: Shape, out: Path, *, seed: int, noise: float, scale: str, qu
                 )  # fmt: skip
                 if pending is not None:
                     pending.result()
-                pending = writer_thread.submit(writer.write_table, table)
+                pending = background.submit(writer.write_table, table)
                 bar.update(len(rating))
             if pending is not None:
                 pending.result()
@@ -221,9 +191,9 @@ def _generate(spec: Shape, out: Path, *, seed: int, noise: float, scale: str, qu
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    if totals["rows"] != spec.ratings:  # the sampler guarantees this: a mismatch is a bug
-        raise RuntimeError(f"generated {totals['rows']} ratings, expected {spec.ratings}")
-    n = totals["rows"]
+    n = int(totals["rows"])
+    if n != spec.ratings:  # the sampler guarantees this: a mismatch is a bug
+        raise RuntimeError(f"generated {n} ratings, expected {spec.ratings}")
     mean = totals["sum"] / n
     return {
         "seed": seed,
@@ -239,14 +209,102 @@ def _generate(spec: Shape, out: Path, *, seed: int, noise: float, scale: str, qu
         "bayes_floor": math.sqrt(totals["sse_bayes"] / n),
         "bayes_floor_definition": "RMSE of the best possible predictor: the expected rounded, clipped "
         "rating given the noiseless prediction",
-        "global_mean": mu,
+        "global_mean": model.mu,
         "rating_mean": mean,
         "rating_std": math.sqrt(max(totals["sum_sq"] / n - mean**2, 0.0)),
         "user_bias_std": USER_BIAS_STD,
         "item_bias_std": ITEM_BIAS_STD,
         "interaction_std": INTERACTION_STD,
-        "popularity": {"zipf_a": spec.zipf_a, "zipf_q": spec.zipf_q},
+        "popularity_sigma": spec.popularity_sigma,
     }
+
+
+@dataclass
+class _Catalogue:
+    """Item popularity, and Walker alias tables to draw items from it in O(1) each."""
+
+    popularity: np.ndarray
+    log_popularity: np.ndarray
+    keep: np.ndarray  # alias method: keep item j with this probability, else take alias[j]
+    alias: np.ndarray
+
+    @classmethod
+    def build(cls, rng: np.random.Generator, spec: Shape) -> _Catalogue:
+        weights = rng.lognormal(0.0, spec.popularity_sigma, spec.items)
+        popularity = weights / weights.sum()
+        n = len(popularity)
+        scaled = popularity * n
+        keep, alias = np.ones(n), np.arange(n)
+        small = list(np.flatnonzero(scaled < 1))
+        large = list(np.flatnonzero(scaled >= 1))
+        while small and large:  # Vose's construction: one pass over the items, once per run
+            low, high = small.pop(), large[-1]
+            keep[low], alias[low] = scaled[low], high
+            scaled[high] -= 1 - scaled[low]
+            if scaled[high] < 1:
+                small.append(large.pop())
+        return cls(popularity, np.log(popularity).astype(np.float32), keep, alias)
+
+    def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        column = rng.integers(0, len(self.keep), size)
+        return np.where(rng.random(size) < self.keep[column], column, self.alias[column])
+
+
+@dataclass
+class _Model:
+    """The latent model of the ratings: mu + biases + rank-k interaction, noise, the star grid."""
+
+    mu: float
+    noise: float
+    levels: np.ndarray
+    item_bias: np.ndarray
+    item_factors: np.ndarray
+
+    @classmethod
+    def build(
+        cls, rng: np.random.Generator, spec: Shape, popularity: np.ndarray, noise: float, scale: str
+    ) -> _Model:
+        low, high, step = SCALES[scale]
+        log_pop = np.log(popularity)
+        z_pop = (log_pop - log_pop.mean()) / max(float(log_pop.std()), 1e-12)
+        item_bias = ITEM_BIAS_STD * (
+            POPULARITY_BIAS * z_pop + math.sqrt(1 - POPULARITY_BIAS**2) * rng.standard_normal(spec.items)
+        )
+        item_bias -= popularity @ item_bias  # centred where the ratings fall, so mu stays their mean
+        item_factors = rng.normal(0, _factor_std(), (spec.items, RANK)).astype(np.float32)
+        levels = np.round(np.arange(low, high + step / 2, step), 1)
+        return cls(MEANS[scale], noise, levels, item_bias.astype(np.float32), item_factors)
+
+    def rate(
+        self, rng: np.random.Generator, users: np.ndarray, items: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(grid level, rating, noiseless signal) of each pair; user parameters are drawn here, one
+        chunk of users at a time."""
+        n_users = int(users[-1]) + 1 if len(users) else 0
+        user_bias = rng.normal(0, USER_BIAS_STD, n_users).astype(np.float32)
+        user_factors = rng.normal(0, _factor_std(), (n_users, RANK)).astype(np.float32)
+        signal = np.einsum("ij,ij->i", user_factors[users], self.item_factors[items])
+        signal += user_bias[users]
+        signal += self.item_bias[items]
+        signal += np.float32(self.mu)
+        observed = signal + np.float32(self.noise) * rng.standard_normal(len(signal), np.float32)
+        low, step = self.levels[0], self.levels[1] - self.levels[0]
+        grid = np.clip(np.rint((observed - low) / step), 0, len(self.levels) - 1).astype(np.int8)
+        return grid, self.levels[grid], signal
+
+    def expected(self, signal: np.ndarray) -> np.ndarray:
+        """E[rating | signal]: low + step * P(signal + noise passes each midpoint between levels)."""
+        low, step = self.levels[0], self.levels[1] - self.levels[0]
+        if self.noise == 0:
+            return self.levels[np.clip(np.rint((signal - low) / step), 0, len(self.levels) - 1).astype(int)]
+        expected = np.full(len(signal), low)
+        for midpoint in self.levels[:-1] + step / 2:
+            expected += step * ndtr((signal - np.float32(midpoint)) / np.float32(self.noise))
+        return expected
+
+
+def _factor_std() -> float:
+    return (INTERACTION_STD**2 / RANK) ** 0.25  # so that u . v has std INTERACTION_STD
 
 
 def _user_counts(rng: np.random.Generator, spec: Shape) -> np.ndarray:
@@ -282,29 +340,25 @@ def _chunks(counts: np.ndarray) -> list[tuple[int, int]]:
 def _chunk_pairs(
     rng: np.random.Generator,
     counts: np.ndarray,
-    first_user: int,
     forced_users: np.ndarray,
     forced_items: np.ndarray,
-    cdf: np.ndarray,
-    log_pop: np.ndarray,
-    popularity: np.ndarray,
-    spec: Shape,
+    catalogue: _Catalogue,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(local user, item, timestamp) of one chunk, sorted by user then item like MovieLens files.
+    """(user, item, draw order) of one chunk's ratings, sorted by user then item like MovieLens files.
 
-    Each user's items are the forced ones plus draws proportional to popularity without replacement:
-    draw with replacement and reject repeats (cheap while a user has seen little of the catalogue), and
-    let the exact Gumbel top-k sampler finish users who would need many rejections. Both continue the
-    same sequential sampling, so the mix is exact. The draw order doubles as the time order: popular
-    films get rated first, as on MovieLens' sign-up page.
+    Users are local to the chunk (0..len(counts)-1). Each one's items are the forced ones plus draws
+    proportional to popularity without replacement: draw with replacement and reject repeats (cheap
+    while a user has seen little of the catalogue), and let the exact Gumbel top-k sampler finish the
+    users who would need many rejections. Both continue the same sequential sampling, so the mix is
+    exact. The draw order becomes the time order: popular films get rated first, as on MovieLens'
+    sign-up page.
     """
-    n_items = spec.items
+    n_items = len(catalogue.popularity)
     n_users = len(counts)
-    keys = [forced_users.astype(np.int64) * n_items + forced_items]
-    orders = [rng.random(len(forced_users)) * (MAX_ROUNDS + 1)]  # forced items: any time
-    have = np.sort(keys[0])
+    have = np.sort(forced_users.astype(np.int64) * n_items + forced_items)  # pairs so far, sorted
+    parts = [(have, rng.integers(0, (MAX_ROUNDS + 1) << ROUND_SHIFT, len(have)))]  # forced: any time
     deficit = counts - np.bincount(forced_users, minlength=n_users)
-    mass = np.bincount(forced_users, weights=popularity[forced_items], minlength=n_users)
+    mass = np.bincount(forced_users, weights=catalogue.popularity[forced_items], minlength=n_users)
     for round_ in range(MAX_ROUNDS + 1):
         active = np.flatnonzero(deficit > 0)
         if not len(active):
@@ -313,38 +367,47 @@ def _chunk_pairs(
         exact = (round_ == MAX_ROUNDS) | (expected > n_items / 4) | (mass[active] > 0.8)
         if exact.any():
             users = active[exact]
-            new_keys, new_order = _gumbel_fill(rng, users, deficit[users], have, log_pop, n_items)
-            keys.append(new_keys)
-            orders.append(new_order + round_)
-            have = np.sort(np.concatenate([have, new_keys]))
+            keys, rank = _gumbel_fill(rng, users, deficit[users], have, catalogue.log_popularity)
+            parts.append((keys, (round_ << ROUND_SHIFT) + rank))
+            have = np.sort(np.concatenate([have, np.sort(keys)]), kind="stable")  # merges two runs
             deficit[users] = 0
             active, expected = active[~exact], expected[~exact]
             if not len(active):
                 break
-        draws = np.ceil(expected * 1.1).astype(np.int64) + 2
-        cand_users = np.repeat(active, draws)
-        cand_items = np.minimum(np.searchsorted(cdf, rng.random(len(cand_users)), side="right"), n_items - 1)
+        cand_users = np.repeat(active, np.ceil(expected * 1.1).astype(np.int64) + 2)
+        cand_items = catalogue.draw(rng, len(cand_users))
         cand = cand_users * n_items + cand_items
-        fresh = np.flatnonzero(~_contains(have, cand))
-        _, first = np.unique(cand[fresh], return_index=True)
-        take = fresh[np.sort(first)]  # first draw of each new pair, in draw order (grouped by user)
-        owner = cand_users[take]
-        rank = np.arange(len(take)) - np.searchsorted(owner, owner)
-        take, owner = take[rank < deficit[owner]], owner[rank < deficit[owner]]
-        keys.append(cand[take])
-        orders.append(round_ + take / len(cand))
-        have = np.sort(np.concatenate([have, cand[take]]))
+        size = len(cand)
+        if n_users * n_items * size < 2**62:  # one integer sort of (pair, draw index)
+            packed = np.sort(cand * size + np.arange(size))
+            key, index = packed // size, packed % size
+        else:
+            index = np.argsort(cand, kind="stable")
+            key = cand[index]
+        new = np.r_[True, key[1:] != key[:-1]] & ~_contains(have, key)  # first draw of a new pair
+        key, index = key[new], index[new]
+        in_draw_order = np.sort(index)  # grouped by user, as the candidates are
+        owner = cand_users[in_draw_order]
+        rank = np.arange(len(owner)) - np.searchsorted(owner, owner)
+        chosen = np.zeros(size, dtype=bool)
+        chosen[in_draw_order[rank < deficit[owner]]] = True
+        keep = chosen[index]
+        key, index = key[keep], index[keep]
+        parts.append((key, (round_ << ROUND_SHIFT) + index))
+        have = np.sort(np.concatenate([have, key]), kind="stable")
+        owner = cand_users[index]
         deficit -= np.bincount(owner, minlength=n_users)
-        mass += np.bincount(owner, weights=popularity[cand_items[take]], minlength=n_users)
+        mass += np.bincount(owner, weights=catalogue.popularity[cand_items[index]], minlength=n_users)
 
-    key = np.concatenate(keys)
-    order = np.concatenate(orders)
-    by_key = np.argsort(key)
-    key, order = key[by_key], order[by_key]
-    users, items = key // n_items, key % n_items
-    if len(key) != counts.sum() or np.any(key[1:] == key[:-1]):  # invariants of the sampler
+    if len(have) != counts.sum() or np.any(have[1:] == have[:-1]):  # invariants of the sampler
         raise RuntimeError("synth sampler produced a wrong or repeated pair")
-    return users, items, _timestamps(rng, users, order, counts, spec)
+    order = np.empty(len(have), dtype=np.int64)
+    for keys, part_order in parts:
+        order[np.searchsorted(have, keys)] = part_order
+    return have // n_items, have % n_items, order
+
+
+ROUND_SHIFT = 40  # draw order = round << ROUND_SHIFT | position of the draw within its round
 
 
 def _contains(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -355,30 +418,27 @@ def _contains(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _gumbel_fill(
-    rng: np.random.Generator,
-    users: np.ndarray,
-    need: np.ndarray,
-    have: np.ndarray,
-    log_pop: np.ndarray,
-    n_items: int,
+    rng: np.random.Generator, users: np.ndarray, need: np.ndarray, have: np.ndarray, log_pop: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exactly ``need`` more items per user, without replacement, proportional to popularity."""
-    keys, orders = [], []
+    """(pair key, draw rank) of ``need`` more items per user: without replacement, proportional to
+    popularity, avoiding the pairs in ``have`` (exact: the top scores of log weight + Gumbel noise)."""
+    n_items = len(log_pop)
+    keys, ranks = [], []
     rows = max(1, GUMBEL_CELLS // n_items)
     for at in range(0, len(users), rows):
         batch, want = users[at : at + rows], need[at : at + rows]
-        score = log_pop.astype(np.float32) + rng.gumbel(size=(len(batch), n_items)).astype(np.float32)
+        score = log_pop + rng.gumbel(size=(len(batch), n_items)).astype(np.float32)
         lo, hi = np.searchsorted(have, batch * n_items), np.searchsorted(have, (batch + 1) * n_items)
         taken = np.concatenate([have[a:b] for a, b in zip(lo, hi, strict=True)])
         score[np.repeat(np.arange(len(batch)), hi - lo), taken % n_items] = -np.inf
         top = int(want.max())
         best = np.argpartition(-score, top - 1, axis=1)[:, :top] if top < n_items else np.argsort(-score, 1)
         best = np.take_along_axis(best, np.argsort(-np.take_along_axis(score, best, 1), axis=1), 1)
-        rank = np.arange(best.shape[1])
-        keep = rank[None, :] < want[:, None]
+        rank = np.broadcast_to(np.arange(best.shape[1]), best.shape)
+        keep = rank < want[:, None]
         keys.append((batch[:, None] * n_items + best)[keep])
-        orders.append(np.broadcast_to(rank / n_items, best.shape)[keep])
-    return np.concatenate(keys), np.concatenate(orders)
+        ranks.append(rank[keep])
+    return np.concatenate(keys), np.concatenate(ranks)
 
 
 def _timestamps(
@@ -387,9 +447,10 @@ def _timestamps(
     """Unix seconds: each user signs up at a random time and rates in sessions of a few seconds per
     film, with rare breaks of days to months between sessions, all inside the release's span."""
     n_users = len(counts)
-    by_time = np.lexsort((order, users))  # rows of each user in the order they were rated
+    by_time = np.lexsort((order, users))  # each user's rows in the order they were drawn
     timed_users = users[by_time]
-    first_row = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    ends = np.cumsum(counts)
+    first_row = ends - counts
     gap = rng.exponential(30.0, len(users))
     break_rate = np.minimum(rng.lognormal(np.log(0.004), 1.5, n_users), 0.2)
     breaks = rng.random(len(users)) < break_rate[timed_users]
@@ -397,23 +458,11 @@ def _timestamps(
     gap[first_row] = 0.0
     offset = np.cumsum(gap)
     offset -= offset[first_row][timed_users]
-    span = spec.end - spec.start
-    sign_up = spec.start + rng.random(n_users) * span
-    last = offset[np.cumsum(counts) - 1]
-    squeeze = np.minimum(1.0, (spec.end - sign_up) / np.maximum(last, 1.0))  # stay inside the span
+    sign_up = spec.start + rng.random(n_users) * (spec.end - spec.start)
+    squeeze = np.minimum(1.0, (spec.end - sign_up) / np.maximum(offset[ends - 1], 1.0))  # inside the span
     stamps = np.empty(len(users), dtype=np.int64)
     stamps[by_time] = (sign_up[timed_users] + offset * squeeze[timed_users]).astype(np.int64)
     return stamps
-
-
-def _expected(signal: np.ndarray, noise: float, low: float, step: float, levels: np.ndarray) -> np.ndarray:
-    """E[rounded, clipped rating | signal]: low + step * P(signal + noise crosses each grid midpoint)."""
-    if noise == 0:
-        return low + step * np.clip(np.rint((signal - low) / step), 0, len(levels) - 1)
-    expected = np.full(len(signal), low, dtype=np.float64)
-    for boundary in levels[:-1] + step / 2:
-        expected += step * ndtr((signal - np.float32(boundary)) / np.float32(noise))
-    return expected
 
 
 def _write_movies(path: Path, rng: np.random.Generator, item_raw: np.ndarray, spec: Shape) -> None:

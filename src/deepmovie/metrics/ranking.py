@@ -35,10 +35,11 @@ def ranking_metrics(
         scores = score(torch.from_numpy(batch)).detach().to("cpu", torch.float64)
         seen = _dense_rows(train, batch)
         scores[seen] = -torch.inf
-        top = torch.topk(scores, min(k, n_items), dim=1).indices
-        recommended[top.flatten()] = True
+        top_scores, top = torch.topk(scores, min(k, n_items), dim=1)
+        shown = torch.isfinite(top_scores)  # a user with fewer than K unseen items gets fewer
+        recommended[top[shown]] = True
         truth = _dense_rows(relevant, batch)
-        hits = torch.gather(truth, 1, top).to(torch.float64)
+        hits = (torch.gather(truth, 1, top) & shown).to(torch.float64)
         n_relevant = truth.sum(dim=1).to(torch.float64)
         ideal = torch.cumsum(discounts, 0)[(n_relevant.clamp(max=k) - 1).long()]
         cumulative_hits = torch.cumsum(hits, dim=1)

@@ -56,7 +56,7 @@ def make_splits(dataset: Dataset, spec: str, seed: int = 0, valid_fraction: floa
     for number, (train, valid, test) in enumerate(folds):
         if valid is None:
             train, valid = _carve_valid(data, train, valid_fraction, rng, temporal=name == "temporal")
-        _refuse_overlap(data, train, test, spec)
+        _refuse_overlap(dataset, train, test, spec)
         if len(test) == 0 or len(train) == 0:
             raise DeepMovieError(f"split {spec!r} leaves an empty train or test part")
         splits.append(
@@ -89,14 +89,15 @@ def _carve_valid(
     return np.sort(train[: len(train) - size]), np.sort(train[len(train) - size :])
 
 
-def _refuse_overlap(data: Interactions, train: Rows, test: Rows, spec: str) -> None:
+def _refuse_overlap(dataset: Dataset, train: Rows, test: Rows, spec: str) -> None:
+    data = dataset.interactions
     keys = data.pair_keys()
     shared = np.intersect1d(keys[train], keys[test])
     if len(shared):
         user, item = divmod(int(shared[0]), data.n_items)
         raise DeepMovieError(
             f"split {spec!r}: {len(shared):,} (user, item) pair(s) are in both train and test "
-            f"(first: user index {user}, item index {item})"
+            f"(first: user {dataset.user_ids.raw[user]}, item {dataset.item_ids.raw[item]})"
         )
 
 

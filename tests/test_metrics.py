@@ -1,0 +1,129 @@
+"""RMSE and MAE against hand values; ranking metrics against a brute-force reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from deepmovie.metrics import mae, ranking_metrics, rmse
+
+
+def test_rmse_and_mae_by_hand():
+    predicted, actual = [1.0, 2.0, 3.0, 4.5], [1.0, 3.0, 5.0, 4.0]  # errors 0, -1, -2, 0.5
+    assert rmse(predicted, actual) == pytest.approx(math.sqrt((0 + 1 + 4 + 0.25) / 4))
+    assert mae(predicted, actual) == pytest.approx((0 + 1 + 2 + 0.5) / 4)
+    assert rmse(actual, predicted) == rmse(predicted, actual)
+    assert rmse([3.0], [3.0]) == 0.0 and mae([2.0], [5.0]) == 3.0
+
+
+def test_rating_metrics_in_double_precision():
+    predicted, actual = np.full(1000, 10_000.1), np.full(1000, 10_000.0)  # float32 would err by 4e-4
+    assert rmse(predicted, actual) == pytest.approx(0.1, abs=1e-9)
+    assert mae(predicted, actual) == pytest.approx(0.1, abs=1e-9)
+
+
+def test_rating_metrics_of_nothing_are_nan():
+    assert math.isnan(rmse(np.array([]), np.array([])))
+    assert math.isnan(mae(np.array([]), np.array([])))
+
+
+def reference(scores: np.ndarray, train: np.ndarray, relevant: np.ndarray, k: int) -> dict[str, float]:
+    """The textbook definitions, one user at a time."""
+    n_users, n_items = scores.shape
+    totals = dict.fromkeys(("hr", "ndcg", "precision", "recall", "map"), 0.0)
+    shown, users = set(), 0
+    for user in range(n_users):
+        wanted = set(np.flatnonzero(relevant[user]).tolist())
+        if not wanted:
+            continue
+        users += 1
+        candidates = sorted((i for i in range(n_items) if not train[user, i]), key=lambda i: -scores[user, i])
+        top = candidates[:k]
+        shown.update(top)
+        hits = [i in wanted for i in top]
+        totals["hr"] += float(any(hits))
+        dcg = sum(1 / math.log2(rank + 2) for rank, hit in enumerate(hits) if hit)
+        ideal = sum(1 / math.log2(rank + 2) for rank in range(min(len(wanted), k)))
+        totals["ndcg"] += dcg / ideal
+        totals["precision"] += sum(hits) / k
+        totals["recall"] += sum(hits) / len(wanted)
+        found, precision_sum = 0, 0.0
+        for rank, hit in enumerate(hits, start=1):
+            if hit:
+                found += 1
+                precision_sum += found / rank
+        totals["map"] += precision_sum / min(len(wanted), k)
+    result = {f"{name}@{k}": value / users for name, value in totals.items()}
+    result[f"coverage@{k}"] = len(shown) / n_items
+    result["ranked_users"] = users
+    return result
+
+
+def compute(scores, train, relevant, k, batch_size=1024):
+    def score(users: torch.Tensor) -> torch.Tensor:
+        assert users.dtype == torch.int64
+        return torch.from_numpy(scores[users.numpy()]).float()
+
+    return ranking_metrics(
+        score,
+        sp.csr_matrix(train.astype(np.float32)),
+        sp.csr_matrix(relevant.astype(np.float32)),
+        k=k,
+        batch_size=batch_size,
+    )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_ranking_metrics_match_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n_users, n_items = int(rng.integers(5, 40)), int(rng.integers(8, 60))
+    k = int(rng.integers(1, 15))
+    scores = rng.random((n_users, n_items)).astype(np.float32)
+    train = rng.random((n_users, n_items)) < rng.uniform(0.1, 0.6)
+    relevant = (rng.random((n_users, n_items)) < 0.2) & ~train
+    relevant[0] = False  # a user with nothing held out is not ranked
+    expected = reference(scores, train, relevant, k)
+    for batch_size in (1, 3, 1024):
+        got = compute(scores, train, relevant, k, batch_size)
+        assert got.keys() == expected.keys()
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value, abs=1e-9), (name, batch_size)
+
+
+def test_training_items_are_never_recommended():
+    # The model loves what the user has already rated; those must be skipped, not counted.
+    scores = np.array([[10.0, 9.0, 8.0, 7.0, 6.0, 5.0]], dtype=np.float32)
+    train = np.array([[1, 1, 0, 0, 0, 0]], dtype=bool)
+    relevant = np.array([[0, 0, 1, 0, 1, 0]], dtype=bool)
+    got = compute(scores, train, relevant, k=2)
+    assert got["hr@2"] == 1.0 and got["precision@2"] == 0.5 and got["recall@2"] == 0.5
+    assert got["ndcg@2"] == pytest.approx(1 / (1 + 1 / math.log2(3)))
+    assert got["map@2"] == pytest.approx(0.5)
+    assert got["coverage@2"] == pytest.approx(2 / 6)  # items 2 and 3
+
+
+def test_fewer_unseen_items_than_k():
+    """Only two items are left to recommend at K=4: the training items do not fill the list."""
+    scores = np.array([[4.0, 3.0, 2.0, 1.0]], dtype=np.float32)
+    train = np.array([[1, 1, 0, 0]], dtype=bool)
+    relevant = np.array([[0, 0, 0, 1]], dtype=bool)
+    got = compute(scores, train, relevant, k=4)
+    assert got["coverage@4"] == 0.5 and got["hr@4"] == 1.0 and got["precision@4"] == 0.25
+    assert got["ndcg@4"] == pytest.approx(1 / math.log2(3))
+    assert got == pytest.approx(reference(scores, train, relevant, 4))
+
+
+def test_hand_computed_ranking():
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5]], dtype=np.float32)
+    train = np.zeros((1, 5), dtype=bool)
+    relevant = np.array([[1, 0, 1, 0, 0]], dtype=bool)  # hits at ranks 1 and 3
+    got = compute(scores, train, relevant, k=3)
+    assert got["hr@3"] == 1.0
+    assert got["precision@3"] == pytest.approx(2 / 3) and got["recall@3"] == 1.0
+    assert got["ndcg@3"] == pytest.approx((1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3)))
+    assert got["map@3"] == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert got["coverage@3"] == pytest.approx(3 / 5) and got["ranked_users"] == 1
