@@ -82,17 +82,21 @@ class BiasedMF(MF):
         self.register_buffer("mean", torch.tensor(info.global_mean))
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return (
-            self.mean
-            + self.user_bias(users)[:, 0]
-            + self.item_bias(items)[:, 0]
-            + super().predict(users, items)
-        )
+        return self.rate(users, items, self.user_factors(users))
+
+    def rate(self, users: torch.Tensor, items: torch.Tensor, user_vectors: torch.Tensor) -> torch.Tensor:
+        """``mu + b_u + b_i + x_u . q_i`` for a given user vector (``p_u``, or SVD++'s richer one)."""
+        bias = self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
+        return self.mean + bias + (user_vectors * self.item_factors(items)).sum(-1)
 
     def batch_loss(self, users, items, ratings):
+        return self.rated_loss(users, items, ratings, self.user_factors(users))
+
+    def rated_loss(self, users, items, ratings, user_vectors, extra_penalty=0.0):
+        """Squared error of :meth:`rate` plus L2 on the factors and biases the batch touches."""
         p, q = self.user_factors(users), self.item_factors(items)
         bu, bi = self.user_bias(users)[:, 0], self.item_bias(items)[:, 0]
-        error = self.mean + bu + bi + (p * q).sum(-1) - ratings
+        error = self.mean + bu + bi + (user_vectors * q).sum(-1) - ratings
         squared = (error * error).sum()
         params = self.params
         penalty = (
@@ -100,7 +104,7 @@ class BiasedMF(MF):
             + params.reg_item * (q * q).sum()
             + params.reg_bias * (bu * bu + bi * bi).sum()
         )
-        return squared + penalty, squared
+        return squared + penalty + extra_penalty, squared
 
     def sgd_step(self, users, items, ratings, lr):
         p, q = self.user_factors.weight[users], self.item_factors.weight[items]

@@ -68,26 +68,10 @@ class SVDpp(BiasedMF):
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         vectors, _, inverse = self.user_vectors(users)
-        q = self.item_factors(items)
-        return (
-            self.mean
-            + self.user_bias(users)[:, 0]
-            + self.item_bias(items)[:, 0]
-            + (vectors[inverse] * q).sum(-1)
-        )
+        return self.rate(users, items, vectors[inverse])
 
     def batch_loss(self, users, items, ratings):
         vectors, y_norms, inverse = self.user_vectors(users)
-        p, q = self.user_factors(users), self.item_factors(items)
-        bu, bi = self.user_bias(users)[:, 0], self.item_bias(items)[:, 0]
-        error = self.mean + bu + bi + (vectors[inverse] * q).sum(-1) - ratings
-        squared = (error * error).sum()
-        params = self.params
         # As in per-rating SGD, every rating of u regularizes all of u's y_j.
-        penalty = (
-            params.reg_user * (p * p).sum()
-            + params.reg_item * (q * q).sum()
-            + params.reg_bias * (bu * bu + bi * bi).sum()
-            + params.reg_implicit * y_norms[inverse].sum()
-        )
-        return squared + penalty, squared
+        implicit_penalty = self.params.reg_implicit * y_norms[inverse].sum()
+        return self.rated_loss(users, items, ratings, vectors[inverse], implicit_penalty)
