@@ -113,6 +113,13 @@ def train(
     sep: Annotated[str | None, typer.Option(help="delimiter of a generic ratings file")] = None,
     columns: Annotated[str | None, typer.Option(help="user=COL,item=COL,rating=COL[,timestamp=COL]")] = None,
     rating_scale: Annotated[str | None, typer.Option(help="LOW:HIGH of a generic ratings file")] = None,
+    encoding: Annotated[
+        str | None, typer.Option(help="text encoding of a generic file, e.g. latin-1")
+    ] = None,
+    header: Annotated[
+        bool | None,
+        typer.Option("--header/--no-header", help="whether the file has a header (default: detect)"),
+    ] = None,
     refit: Annotated[
         bool | None, typer.Option("--refit/--no-refit", help="retrain on train+valid for the best epochs")
     ] = None,
@@ -149,6 +156,10 @@ def train(
         read["sep"] = {"tab": "\t", "\\t": "\t"}.get(sep, sep)
     if columns is not None:
         read["columns"] = _pairs(columns, "--columns")
+    if encoding is not None:
+        read["encoding"] = encoding
+    if header is not None:
+        read["header"] = header
     if rating_scale is not None:
         low, _, high = rating_scale.partition(":")
         read["rating_scale"] = (low, high)
