@@ -73,7 +73,7 @@ def test_svdpp_prediction_matches_its_formula():
     data = Interactions(coo.row.astype(np.int32), coo.col.astype(np.int32), coo.data, 20, 15)
     model.prepare(data, seed=0)
     users, items = torch.tensor([0, 5, 5, 19]), torch.tensor([1, 2, 14, 0])
-    got = model.predict(users, items)
+    got = model.predict(users, items).detach()
     for k, (u, i) in enumerate(zip(users.tolist(), items.tolist(), strict=True)):
         rated = matrix.indices[matrix.indptr[u] : matrix.indptr[u + 1]]
         implicit = model.implicit.weight[rated].sum(0) / max(len(rated), 1) ** 0.5
