@@ -110,7 +110,7 @@ def test_kfold_tests_cover_the_data_once(dataset):
     sizes = [len(s.test) for s in folds]
     assert max(sizes) - min(sizes) <= 1
     (only,) = make_splits(dataset, "kfold:5:3", seed=2)
-    assert only.test_hash == folds[3].test_hash
+    assert only.test_hash == folds[3].test_hash and only.fold == 3
 
 
 def test_temporal_test_is_later_than_train(dataset):

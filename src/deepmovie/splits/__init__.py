@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -20,7 +21,17 @@ from deepmovie.errors import DeepMovieError
 from deepmovie.registry import Registry
 
 Rows = np.ndarray
-Fold = tuple[Rows, Rows | None, Rows]
+
+
+class Fold(NamedTuple):
+    """Row indices of one partition; ``number`` names the fold of a multi-fold protocol."""
+
+    train: Rows
+    valid: Rows | None
+    test: Rows
+    number: int | None = None
+
+
 PROTOCOLS: Registry[Callable[..., list[Fold]]] = Registry("split")
 
 
@@ -53,7 +64,7 @@ def make_splits(dataset: Dataset, spec: str, seed: int = 0, valid_fraction: floa
         raise DeepMovieError(f"split {spec!r}: {exc} (see `deepmovie splits`)") from None
     data = dataset.interactions
     splits = []
-    for number, (train, valid, test) in enumerate(folds):
+    for train, valid, test, number in folds:
         if valid is None:
             train, valid = _carve_valid(data, train, valid_fraction, rng, temporal=name == "temporal")
         _refuse_overlap(dataset, train, test, spec)
@@ -63,7 +74,7 @@ def make_splits(dataset: Dataset, spec: str, seed: int = 0, valid_fraction: floa
             Split(
                 spec,
                 seed,
-                number if len(folds) > 1 else None,
+                number,
                 data.subset(train),
                 data.subset(valid),
                 data.subset(test),
@@ -119,10 +130,10 @@ def random_split(
     order = rng.permutation(n)
     n_test = round(n * _fraction(test, "test"))
     if valid is None:
-        return [(np.sort(order[n_test:]), None, np.sort(order[:n_test]))]
+        return [Fold(np.sort(order[n_test:]), None, np.sort(order[:n_test]))]
     n_valid = round(n * _fraction(valid, "validation"))
     return [
-        (
+        Fold(
             np.sort(order[n_test + n_valid :]),
             np.sort(order[n_test : n_test + n_valid]),
             np.sort(order[:n_test]),
@@ -150,7 +161,7 @@ def convmf_split(
     if n_test + n_valid > len(free):
         raise ValueError("too few ratings to hold out that much while keeping every user and item")
     train = np.concatenate([np.flatnonzero(pinned), free[n_test + n_valid :]])
-    return [(np.sort(train), np.sort(free[n_test : n_test + n_valid]), np.sort(free[:n_test]))]
+    return [Fold(np.sort(train), np.sort(free[n_test : n_test + n_valid]), np.sort(free[:n_test]))]
 
 
 @PROTOCOLS.register("fold")
@@ -177,7 +188,7 @@ def canonical_fold(dataset: Dataset, rng: np.random.Generator, fold: str) -> lis
         line = int(np.flatnonzero(~found)[0]) + 1
         raise DeepMovieError(f"{path}:{line}: this rating is not in {dataset.source.name}")
     test = np.sort(order[position])
-    return [(np.setdiff1d(np.arange(len(data)), test), None, test)]
+    return [Fold(np.setdiff1d(np.arange(len(data)), test), None, test)]
 
 
 @PROTOCOLS.register("kfold")
@@ -191,7 +202,9 @@ def k_fold(dataset: Dataset, rng: np.random.Generator, k: str, only: str | None 
     chosen = range(count) if only is None else [int(only)]
     if any(not 0 <= i < count for i in chosen):
         raise ValueError(f"fold {only} is not in 0..{count - 1}")
-    return [(np.sort(np.concatenate(parts[:i] + parts[i + 1 :])), None, np.sort(parts[i])) for i in chosen]
+    return [
+        Fold(np.sort(np.concatenate(parts[:i] + parts[i + 1 :])), None, np.sort(parts[i]), i) for i in chosen
+    ]
 
 
 @PROTOCOLS.register("temporal")
@@ -202,7 +215,7 @@ def temporal_split(dataset: Dataset, rng: np.random.Generator, test: str = "0.2"
         raise DeepMovieError(f"split 'temporal' needs timestamps, and {dataset.source} has none")
     order = np.argsort(data.timestamps, kind="stable")
     n_test = round(len(order) * _fraction(test, "test"))
-    return [(np.sort(order[:-n_test]), None, np.sort(order[-n_test:]))]
+    return [Fold(np.sort(order[:-n_test]), None, np.sort(order[-n_test:]))]
 
 
 @PROTOCOLS.register("user-holdout")
@@ -219,7 +232,7 @@ def user_holdout(dataset: Dataset, rng: np.random.Generator, n: str = "10") -> l
     rank = np.arange(len(users)) - np.repeat(starts, counts)
     eligible = np.repeat(counts > holdout, counts)
     is_test = (rank < holdout) & eligible
-    return [(np.sort(order[~is_test]), None, np.sort(order[is_test]))]
+    return [Fold(np.sort(order[~is_test]), None, np.sort(order[is_test]))]
 
 
 @PROTOCOLS.register("file")
@@ -228,4 +241,4 @@ def test_file_split(dataset: Dataset, rng: np.random.Generator) -> list[Fold]:
     if dataset.test_rows is None:
         raise DeepMovieError("split 'file' needs --test-file PATH")
     n = len(dataset.interactions)
-    return [(np.setdiff1d(np.arange(n), dataset.test_rows), None, dataset.test_rows)]
+    return [Fold(np.setdiff1d(np.arange(n), dataset.test_rows), None, dataset.test_rows)]
