@@ -214,3 +214,33 @@ def test_fused_sgd_step_equals_autograd_sgd(ratings_csv, model):
     autograd = train(model, ratings_csv, fused=False, **params)
     assert fused["test_rmse"] == pytest.approx(autograd["test_rmse"], abs=1e-5)
     assert fused["test_rmse"] != train(model, ratings_csv, fused=True, **{**params, "lr": 0.02})["test_rmse"]
+
+
+def test_ranking_metrics_in_the_summary_never_recommend_unseen_items(ratings_csv, monkeypatch):
+    from deepmovie.training import evaluate as evaluate_module
+
+    recommended = []
+    real = evaluate_module.ranking_metrics
+
+    def spy(score, train, relevant, k, batch_size):
+        def recording(users):
+            scores = score(users)
+            recommended.append(scores.topk(k, dim=1).values)
+            return scores
+
+        return real(recording, train, relevant, k=k, batch_size=batch_size)
+
+    monkeypatch.setattr(evaluate_module, "ranking_metrics", spy)
+    config = build_config(
+        {
+            "model": "biased-mf",
+            "data": str(ratings_csv),
+            "split": "random:0.2",
+            "rank_k": 5,
+            "params": {"epochs": 3},
+        }
+    )
+    ranking = run(config, None, quiet=True)["ranking"]
+    assert 0 < ranking["hr@5"] <= 1 and 0 <= ranking["ndcg@5"] <= ranking["hr@5"]
+    assert ranking["ranked_users"] > 0
+    assert all(torch.isfinite(v).all() for v in recommended)  # never an -inf (unseen or excluded) item

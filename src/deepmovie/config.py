@@ -62,6 +62,8 @@ class RunConfig(BaseModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     valid_fraction: float = Field(0.1, ge=0, lt=1)
+    rank_k: int = Field(0, ge=0, description="also report top-K ranking metrics on the test rows (0: off)")
+    relevant_rating: float = Field(4.0, description="test ratings at or above this are relevant for ranking")
     refit: bool = Field(
         False, description="after early stopping, retrain on train + valid for the best epoch count"
     )

@@ -18,7 +18,7 @@ from deepmovie.errors import DeepMovieError
 from deepmovie.models import MODELS, DataInfo, Model
 from deepmovie.splits import Split, make_splits
 from deepmovie.training.checkpoint import save_atomic
-from deepmovie.training.evaluate import COLD_POLICY, ColdFallback, evaluate
+from deepmovie.training.evaluate import COLD_POLICY, ColdFallback, evaluate, rank
 from deepmovie.training.trainer import CHECKPOINT, Trainer
 
 SUMMARY = "summary.json"
@@ -128,6 +128,9 @@ def _run_fold(
         history += [{**h, "phase": "refit"} for h in refit.history]
     fit_seconds = time.perf_counter() - began
     test = evaluate(model, fallback, split.test, dataset.scale)
+    if config.rank_k:
+        seen = split.train.concat(split.valid)
+        test["ranking"] = rank(model, fallback, seen, split.test, config.rank_k, config.relevant_rating)
     if fold_dir is not None:
         save_atomic({"format": 1, "model": config.model, "state": model.state_dict()}, fold_dir / WEIGHTS)
     epoch_seconds = [h["seconds"] for h in history]
@@ -141,6 +144,7 @@ def _run_fold(
         "n_test": len(split.test),
         "refit": bool(config.refit and len(split.valid)),
         "cold_test_rows": test["cold_rows"],
+        **({"ranking": test["ranking"]} if "ranking" in test else {}),
         "test_rmse": test["rmse"],
         "test_mae": test["mae"],
         "valid_rmse": fit.best_valid_rmse if len(split.valid) else None,

@@ -120,6 +120,9 @@ def train(
         bool | None,
         typer.Option("--header/--no-header", help="whether the file has a header (default: detect)"),
     ] = None,
+    rank_k: Annotated[
+        int | None, typer.Option(help="also report top-K ranking metrics (HR, NDCG, ...)")
+    ] = None,
     refit: Annotated[
         bool | None, typer.Option("--refit/--no-refit", help="retrain on train+valid for the best epochs")
     ] = None,
@@ -149,6 +152,7 @@ def train(
         "device": device,
         "valid_fraction": valid_fraction,
         "refit": refit,
+        "rank_k": rank_k,
     }
     values.update({k: v for k, v in given.items() if v is not None})
     read = dict(values.get("read") or {})

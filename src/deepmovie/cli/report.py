@@ -37,6 +37,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("train samples/s", _fmt(summary["train_samples_per_second"], ",.0f")),
         ("device", summary["device"]),
     ]
+    for name, value in (summary.get("ranking") or {}).items():
+        rows.append((f"test {name}", _fmt(value)))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key:<{width}}  {value}")

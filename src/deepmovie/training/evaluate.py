@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from deepmovie.data.interactions import Interactions, RatingScale
-from deepmovie.metrics import mae, rmse
+from deepmovie.metrics import mae, ranking_metrics, rmse
 from deepmovie.models.base import Model
 from deepmovie.models.baselines import bias_sweep
 
@@ -89,3 +89,34 @@ def evaluate(
         "mae": mae(predicted, data.ratings),
         "cold_rows": int(cold.sum()),
     }
+
+
+@torch.no_grad()
+def rank(
+    model: Model,
+    fallback: ColdFallback,
+    seen: Interactions,
+    test: Interactions,
+    k: int,
+    relevant_rating: float,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Top-K metrics over full item rankings: test items rated >= ``relevant_rating`` are relevant,
+    items seen in ``seen`` are excluded, and items never seen in training are not recommended."""
+    was_training = model.training
+    model.eval()
+    n_items = seen.n_items
+    all_items = torch.arange(n_items)
+    unknown = ~fallback.known_items
+
+    def score(users: torch.Tensor) -> torch.Tensor:
+        pairs_users = users.long().repeat_interleave(n_items).to(model.device)
+        pairs_items = all_items.repeat(len(users)).to(model.device)
+        scores = model.predict(pairs_users, pairs_items).float().cpu().view(len(users), n_items)
+        scores[:, unknown] = -torch.inf
+        return scores
+
+    relevant = test.subset(test.ratings >= relevant_rating).csr()
+    result = ranking_metrics(score, seen.csr(), relevant, k=k, batch_size=batch_size)
+    model.train(was_training)
+    return result
