@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from deepmovie.cli.report import print_summary
-from deepmovie.config import RunConfig, build_config, load_config_file, parse_assignments
+from deepmovie.config import build_config, load_config_file, parse_assignments
 from deepmovie.errors import DeepMovieError
 
 app = typer.Typer(
@@ -182,6 +182,3 @@ def _pairs(text: str, option: str) -> dict[str, str]:
             raise DeepMovieError(f"{option} {text!r}: expected role=column pairs")
         pairs[key.strip()] = value.strip()
     return pairs
-
-
-__all__ = ["RunConfig", "app"]

@@ -30,10 +30,6 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_because: str = "max epochs"
 
-    @property
-    def epoch_seconds(self) -> list[float]:
-        return [h["seconds"] for h in self.history]
-
 
 class Trainer:
     """Runs ``model.train_epoch`` until max epochs, patience or the tolerance rule stops it."""
