@@ -26,15 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import torch
-
-from deepmovie import machine
-from deepmovie.data import dataset
-from deepmovie.data.synth import SHAPES
-
-ML_20M = SHAPES["ml-20m"]
+# The parent imports nothing heavy before the measurements: on Linux a child's ru_maxrss starts at its
+# parent's RSS at fork time (and survives exec), so a parent holding torch would inflate every child.
+ML_20M_USERS, ML_20M_ITEMS, ML_20M_RATINGS = 138_493, 26_744, 20_000_263  # as deepmovie.data.synth
 TARGET_COLD_SECONDS, TARGET_PEAK_GB = 15.0, 3.0
 
 # Runs in the child process: times the load and its phases, reports JSON on the last stdout line.
@@ -65,30 +59,43 @@ def timed(label, function):
     return wrapper
 
 
-for module, name, label in [
+PHASES = [
     (dataset, "_resolve", "resolve folder"),
-    (dataset, "_read_cached", "ratings (parse + encode, or open cache)"),
+    (dataset, "_read_cached", "ratings (parse + encode, or open the cache)"),
     (dataset, "read_ratings", "  read_ratings"),
     (readers, "_read_csv_chunks", "    PyArrow read_csv"),
     (readers, "_columns_to_raw", "    columns to NumPy + checks"),
     (dataset, "_check_range", "  rating range check"),
+    (interactions.IdMap, "encode", "  id encoding (users + items)"),
     (dataset, "_deduplicate", "  duplicate check"),
     (dataset, "_write_cache", "  cache write"),
     (dataset, "load_side_info", "movies.csv (side info)"),
     (dataset, "_check_listed", "listed-id check"),
-]:
-    if hasattr(module, name):
-        setattr(module, name, timed(label, getattr(module, name)))
-if hasattr(interactions.IdMap, "encode"):
-    encode = interactions.IdMap.encode
-    interactions.IdMap.encode = classmethod(lambda cls, *a, **k: timed("  id encoding", encode)(*a, **k))
+]
+for owner, name, label in PHASES:
+    if isinstance(owner, type) and hasattr(owner, name):  # a classmethod: wrap the bound method
+        bound = getattr(owner, name)
+        setattr(owner, name, classmethod(lambda cls, *a, _f=timed(label, bound), **k: _f(*a, **k)))
+    elif hasattr(owner, name):
+        setattr(owner, name, timed(label, getattr(owner, name)))
 
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+def rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def high_water():  # the same peak from the kernel's own counter for this process image
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 before = rss()
 began = time.perf_counter()
 data = dataset.load_dataset(sys.argv[1])
 seconds = time.perf_counter() - began
-peak = rss()
+peak, hwm = rss(), high_water()
 began = time.perf_counter()
 x = data.interactions
 checksum = float(np.sum(x.users, dtype=np.int64) + np.sum(x.items, dtype=np.int64) + np.sum(x.ratings))
@@ -96,9 +103,11 @@ if x.timestamps is not None:
     checksum += float(np.sum(x.timestamps))
 touch = time.perf_counter() - began
 print(json.dumps({
-    "seconds": seconds, "peak_rss": peak, "rss_before": before, "touch_seconds": touch,
-    "rows": len(x), "users": data.n_users, "items": data.n_items, "parsed": "  id encoding" in timers,
-    "phases": dict(timers), "checksum": checksum, "describe": data.describe(),
+    "seconds": seconds, "peak_rss": peak, "vm_hwm": hwm, "rss_before": before,
+    "cache_min_rows": getattr(dataset, "CACHE_MIN_ROWS", 0), "touch_seconds": touch,
+    "rows": len(x), "users": data.n_users, "items": data.n_items, "parsed": "  read_ratings" in timers,
+    "phases": {label: timers[label] for _, _, label in PHASES if label in timers},
+    "checksum": checksum, "describe": data.describe(),
 }))
 """
 
@@ -131,9 +140,9 @@ def _child(code: str, args: list[str], home: Path) -> dict:
 
 def ml20m_sizes(rows: int) -> tuple[int, int, int]:
     """ML-20M's users and items scaled to ``rows`` ratings (same ratings per user and per item)."""
-    fraction = rows / ML_20M.ratings
-    users = max(1, round(ML_20M.users * fraction))
-    items = max(round(ML_20M.items * fraction), 500)
+    fraction = rows / ML_20M_RATINGS
+    users = max(1, round(ML_20M_USERS * fraction))
+    items = max(round(ML_20M_ITEMS * fraction), 500)
     return users, items, rows
 
 
@@ -157,7 +166,7 @@ def _meminfo() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=ML_20M.ratings, help="ratings to generate")
+    parser.add_argument("--rows", type=int, default=ML_20M_RATINGS, help="ratings to generate")
     parser.add_argument("--data", type=Path, help="measure this folder instead of generating one")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/load-speed.md"))
@@ -169,7 +178,7 @@ def main() -> None:
         synth = None
         folder = args.data
         if folder is None:
-            folder = work / "data"
+            folder = work / "ml-20m-synth"
             sizes = ml20m_sizes(args.rows)
             print(f"generating {sizes[2]:,} ratings ({sizes[0]:,} users, {sizes[1]:,} items) in {folder}")
             synth = _child(SYNTH_CHILD, [str(folder), json.dumps(sizes)], work / "home-synth")
@@ -185,7 +194,7 @@ def main() -> None:
             print(
                 f"warm {run + 1}: {warm[-1]['seconds']:.3f} s, peak {_gb(warm[-1]['peak_rss'])}", flush=True
             )
-        cached = cold[0]["rows"] >= getattr(dataset, "CACHE_MIN_ROWS", 0)
+        cached = cold[0]["rows"] >= cold[0]["cache_min_rows"]
         if not all(r["parsed"] for r in cold) or (cached and any(r["parsed"] for r in warm)):
             sys.exit("cache misbehaved: a cold run did not parse, or a warm run did")
         if len({(r["rows"], r["users"], r["items"], r["checksum"]) for r in cold + warm}) != 1:
@@ -199,6 +208,12 @@ def main() -> None:
 
 
 def _report(args: argparse.Namespace, folder: Path, synth: dict | None, cold: list, warm: list) -> str:
+    import numpy as np
+    import pyarrow as pa
+    import torch
+
+    from deepmovie import machine
+
     def median(runs: list, key: str) -> float:
         return statistics.median(r[key] for r in runs)
 
@@ -221,7 +236,8 @@ def _report(args: argparse.Namespace, folder: Path, synth: dict | None, cold: li
         + (" (generated by `deepmovie.data.synth`, ML-20M shape, seed 0)" if synth else f" ({folder})"),
         f"- each figure: median of {args.repeats} runs, each in a fresh process; peak RSS is "
         "`getrusage(RUSAGE_SELF).ru_maxrss` of that process (the interpreter and imports included; their "
-        "share is the 'RSS after imports' column). Cold = empty DEEPMOVIE_HOME: parse, validate, encode "
+        "share is the 'RSS after imports' column; VmHWM from /proc/self/status is the same peak, as a "
+        "check). Cold = empty DEEPMOVIE_HOME: parse, validate, encode "
         "and write the `.npy` cache; warm = the next load, which memory-maps that cache. The CSV itself "
         "sits in the OS page cache in both (it was just written).",
         "- 'first pass' = one `np.sum` over each column after the load: the page faults a memory-mapped "
@@ -229,9 +245,9 @@ def _report(args: argparse.Namespace, folder: Path, synth: dict | None, cold: li
         "- the machine is shared: '1-min load avg' is the system load just before each run (2 = both "
         "cores busy with other work).",
         "",
-        "| load | seconds (median) | runs (s) | peak RSS (median) | RSS after imports | first pass s "
-        "| 1-min load avg | target |",
-        "|---|---|---|---|---|---|---|---|",
+        "| load | seconds (median) | runs (s) | peak RSS (median) | VmHWM (median) | RSS after imports "
+        "| first pass s | 1-min load avg | target |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs, target in (
         ("cold", cold, f"<= {TARGET_COLD_SECONDS:g} s and <= {TARGET_PEAK_GB:g} GB: "
@@ -240,18 +256,19 @@ def _report(args: argparse.Namespace, folder: Path, synth: dict | None, cold: li
     ):  # fmt: skip
         lines.append(
             f"| {name} | {median(runs, 'seconds'):.3f} | {_joined(runs, 'seconds', 3)} "
-            f"| {_gb(median(runs, 'peak_rss'))} | {_gb(median(runs, 'rss_before'))} "
+            f"| {_gb(median(runs, 'peak_rss'))} | {_gb(median(runs, 'vm_hwm'))} "
+            f"| {_gb(median(runs, 'rss_before'))} "
             f"| {median(runs, 'touch_seconds'):.3f} | {_joined(runs, 'load_avg', 1)} | {target} |"
         )
     if synth:
         lines.append(
             f"| (generating the data: `synthesize`) | {synth['seconds']:.1f} | 1 run "
-            f"| {_gb(synth['peak_rss'])} | | | {synth['load_avg']:.1f} | |"
+            f"| {_gb(synth['peak_rss'])} | | | | {synth['load_avg']:.1f} | |"
         )
     labels = list(dict.fromkeys([k for r in cold + warm for k in r["phases"]]))
     lines += [
         "",
-        "Phases (median seconds; indented rows are part of the row above them):",
+        "Phases (median seconds; an indented row is part of the less indented row above it):",
         "",
         "| phase | cold | warm |",
         "|---|---|---|",
