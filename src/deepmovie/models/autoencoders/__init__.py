@@ -1,0 +1,1 @@
+"""Autoencoder recommenders: AutoRec (I- and U-)."""

@@ -1,0 +1,280 @@
+"""AutoRec (Sedhain et al., WWW 2015): an autoencoder over the rows of the rating matrix.
+
+I-AutoRec (the default, ``based: item``) encodes each item as the vector of its ratings by all users;
+U-AutoRec (``based: user``) encodes each user as the vector of their ratings of all items. The
+reconstruction is ``f(V g(W r + b) + c)`` and the objective is the squared error on the *observed*
+entries only, plus ``(reg / 2) (|W|^2 + |V|^2)``; unobserved inputs are zeros, as in the paper. A
+predicted rating is the reconstructed entry of the training row: item ``i``'s row, user ``u``'s entry.
+
+Rows are batched straight from the training CSR (a dense ``batch x n`` block per step, never the whole
+matrix), one seeded permutation of the rows per epoch, so resumed runs replay the same order.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import Field
+
+from deepmovie.data.interactions import Interactions
+from deepmovie.errors import DeepMovieError
+from deepmovie.models.base import DataInfo
+from deepmovie.models.registry import MODELS
+from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams, clip_gradients
+
+Activation = Literal["identity", "sigmoid", "relu", "selu", "tanh"]
+ACTIVATIONS = {
+    "identity": torch.nn.Identity,
+    "sigmoid": torch.nn.Sigmoid,
+    "relu": torch.nn.ReLU,
+    "selu": torch.nn.SELU,
+    "tanh": torch.nn.Tanh,
+}
+PREDICT_ELEMENTS = 1 << 23  # reconstructed entries held at once by predict (memory bound)
+
+
+def _uniform(*shape: int, fan_in: int) -> torch.Tensor:
+    """``torch.nn.Linear``'s default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / max(fan_in, 1) ** 0.5
+    return torch.empty(*shape).uniform_(-bound, bound)
+
+
+class SparseRows:
+    """A CSR matrix kept on the host that hands out any rows as sparse or dense blocks on a device."""
+
+    def __init__(self, matrix: sp.csr_matrix, device: torch.device) -> None:
+        matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        matrix.sum_duplicates()
+        matrix.sort_indices()
+        self.matrix = matrix
+        self.n_rows, self.n_cols = matrix.shape
+        self.device = device
+
+    @property
+    def nnz(self) -> int:
+        return self.matrix.nnz
+
+    def block(self, rows: torch.Tensor) -> sp.csr_matrix:
+        return self.matrix[rows.cpu().numpy()]
+
+    def entries(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stored entries of ``rows`` as (position in ``rows``, column, value) on the device."""
+        return _entries(self.block(rows), self.device)
+
+    def dense(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows`` as a dense ``len(rows) x n_cols`` block, zeros where unobserved (O(rows x n))."""
+        local, cols, values = self.entries(rows)
+        block = torch.zeros(len(rows), self.n_cols, device=self.device)
+        block[local, cols] = values
+        return block
+
+    def sparse(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``rows`` as a torch CSR block, its transpose (for the weight gradient) and its entries."""
+        block = self.block(rows)
+        return (
+            _torch_csr(block, self.device),
+            _torch_csr(block.T.tocsr(), self.device),
+            _entries(block, self.device),
+        )
+
+
+def _entries(block: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor, ...]:
+    local = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
+    return (
+        torch.as_tensor(local, device=device).long(),
+        torch.as_tensor(block.indices, device=device).long(),
+        torch.as_tensor(block.data, device=device).float(),
+    )
+
+
+def _torch_csr(block: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the two products used here are not
+        warnings.simplefilter("ignore", UserWarning)
+        return _csr_tensor(block, device)
+
+
+def _csr_tensor(block: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    return torch.sparse_csr_tensor(
+        torch.as_tensor(block.indptr.astype(np.int64)),
+        torch.as_tensor(block.indices.astype(np.int64)),
+        torch.as_tensor(block.data, dtype=torch.float32),
+        block.shape,
+    ).to(device)
+
+
+class _SparseTimesDense(torch.autograd.Function):
+    """``a @ weight`` for a sparse CSR ``a``; the backward uses ``a``'s transpose, built as CSR too."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, a: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
+        ctx.a_t = a_t
+        return a @ weight
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return ctx.a_t @ grad, None, None
+
+
+def observed_squared_error(
+    output: torch.Tensor, local: torch.Tensor, cols: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """Sum of squared errors on the observed entries only: other outputs get no gradient at all."""
+    error = output[local, cols] - values
+    return (error * error).sum()
+
+
+class AutoRecParams(MiniBatchParams):
+    """Defaults chosen on the validation rows of ML-100K fold u1 (never on u1.test)."""
+
+    epochs: int = Field(300, ge=1)
+    patience: int = Field(15, ge=0)
+    batch_size: int = Field(256, ge=1, description="rows (items or users) per step")
+    lr: float = Field(1e-3, gt=0)
+    hidden: int = Field(500, ge=1, description="size of the code")
+    based: Literal["item", "user"] = Field("item", description="item: I-AutoRec; user: U-AutoRec")
+    encoder: Activation = Field("sigmoid", description="g, the encoder activation")
+    decoder: Activation = Field("identity", description="f, the decoder activation")
+    reg: float = Field(10.0, ge=0, description="lambda of (lambda / 2) (|W|^2 + |V|^2)")
+
+
+@MODELS.register("autorec")
+class AutoRec(MiniBatchModel):
+    """``f(V g(W r + b) + c)`` over item rows (I-AutoRec) or user rows (U-AutoRec)."""
+
+    Params = AutoRecParams
+    params: AutoRecParams
+
+    def __init__(self, params: AutoRecParams, info: DataInfo) -> None:
+        super().__init__(params, info)
+        item_based = params.based == "item"
+        self.n_rows = info.n_items if item_based else info.n_users
+        self.n_cols = info.n_users if item_based else info.n_items
+        self.build(params)
+        self._rows: SparseRows | None = None
+
+    def build(self, params: AutoRecParams) -> None:
+        """The layers: a sparse-capable first layer, ``middle`` (empty here) and a gatherable last one.
+
+        The first and last weights are stored ``n_cols x width`` so a batch touches them by row:
+        training encodes with ``embedding_bag`` over the observed entries and decodes only the
+        observed outputs, O(observed x hidden) instead of O(batch x n x hidden) for dense blocks.
+        """
+        self.encoder_weight = torch.nn.Parameter(_uniform(self.n_cols, params.hidden, fan_in=self.n_cols))
+        self.encoder_bias = torch.nn.Parameter(_uniform(params.hidden, fan_in=self.n_cols))
+        self.g = ACTIVATIONS[params.encoder]()
+        self.middle = torch.nn.Sequential()
+        self.decoder_weight = torch.nn.Parameter(_uniform(self.n_cols, params.hidden, fan_in=params.hidden))
+        self.decoder_bias = torch.nn.Parameter(_uniform(self.n_cols, fan_in=params.hidden))
+        self.f = ACTIVATIONS[params.decoder]()
+
+    def reconstruct(self, block: torch.Tensor) -> torch.Tensor:
+        """Dense rows (zeros where unobserved) -> their dense reconstruction (the reference form)."""
+        code = self.middle(self.g(block @ self.encoder_weight + self.encoder_bias))
+        return self.f(code @ self.decoder_weight.T + self.decoder_bias)
+
+    def reconstruct_observed(
+        self, a: torch.Tensor, a_t: torch.Tensor, local: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor:
+        """The reconstruction at the observed entries of a sparse block ``a`` (``a_t``: its transpose).
+
+        The same arithmetic as :meth:`reconstruct` without the dense input block: the encoder is a
+        sparse product, and only the observed outputs enter the loss.
+        """
+        summed = _SparseTimesDense.apply(self.encoder_weight, a, a_t)
+        code = self.middle(self.g(summed + self.encoder_bias))
+        return self.f(code @ self.decoder_weight.T + self.decoder_bias)[local, cols]
+
+    def weights(self) -> list[torch.Tensor]:
+        """The weight matrices the L2 term penalises (biases are not)."""
+        middle = [m.weight for m in self.middle.modules() if isinstance(m, torch.nn.Linear)]
+        return [self.encoder_weight, self.decoder_weight, *middle]
+
+    def penalty(self) -> torch.Tensor:
+        """``(reg / 2)`` times the squared norm of every weight matrix."""
+        return 0.5 * self.params.reg * sum((w * w).sum() for w in self.weights())
+
+    def row_matrix(self, train: Interactions) -> sp.csr_matrix:
+        """The training ratings with one row per encoded vector (items for I-AutoRec)."""
+        by_user = train.csr()
+        return sp.csr_matrix(by_user.T) if self.params.based == "item" else sp.csr_matrix(by_user)
+
+    def prepare(self, train: Interactions, seed: int) -> None:
+        self._rows = SparseRows(self.row_matrix(train), self.device)
+        self._seed = seed
+        self._optimizers = self._make_optimizers()
+        self._schedulers = [self._make_scheduler(o) for o in self._optimizers]
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self._seed * 1_000_003 + epoch)
+        return torch.randperm(self.n_rows, generator=generator).to(self.device)
+
+    def batch_loss(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """(objective, squared error) of a batch of rows: the reference form of a training step.
+
+        The L2 term is scaled by the batch's share of the rows, so an epoch's objectives add up to the
+        paper's full objective. :meth:`train_epoch` adds that term's gradient in place instead.
+        """
+        squared = self.batch_error(rows)
+        return squared + self.penalty() * (len(rows) / self.n_rows), squared
+
+    def batch_error(self, rows: torch.Tensor) -> torch.Tensor:
+        """Squared error of the reconstruction on the observed entries of ``rows``."""
+        a, a_t, (local, cols, values) = self._rows.sparse(rows)
+        error = self.reconstruct_observed(a, a_t, local, cols) - values
+        return (error * error).sum()
+
+    def train_epoch(self, epoch: int) -> float:
+        if self._rows is None:
+            raise DeepMovieError(f"{self.name}: call prepare(train, seed) before training")
+        order = self.epoch_order(epoch)
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        for start in range(0, len(order), self.params.batch_size):
+            rows = order[start : start + self.params.batch_size]
+            for optimizer in self._optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            squared = self.batch_error(rows)
+            squared.backward()
+            decay = self.params.reg * len(rows) / self.n_rows  # d/dw of the scaled (reg / 2) |w|^2
+            if decay:
+                with torch.no_grad():
+                    for weight in self.weights():
+                        weight.grad.add_(weight, alpha=decay)
+            if self.params.grad_clip:
+                clip_gradients(self.parameters(), self.params.grad_clip)
+            for optimizer in self._optimizers:
+                optimizer.step()
+            total += squared.detach()
+        for scheduler in self._schedulers:
+            if scheduler is not None:
+                scheduler.step()
+        return float(total) / max(self._rows.nnz, 1)
+
+    def _dense_optimizer(self, params: list, weight_decay: float) -> torch.optim.Optimizer:
+        if self.params.optimizer == "adam":  # the fused kernel: several times faster on these big matrices
+            return torch.optim.AdamW(params, lr=self.params.lr, weight_decay=weight_decay, fused=True)
+        return super()._dense_optimizer(params, weight_decay)
+
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Entry ``[u]`` of item ``i``'s reconstructed training row (I-AutoRec; transposed for U-)."""
+        if self._rows is None:
+            raise DeepMovieError(f"{self.name}: predict needs the training ratings; call prepare first")
+        rows, cols = (items, users) if self.params.based == "item" else (users, items)
+        rows, cols = rows.long(), cols.long()
+        out = torch.empty(len(rows), device=rows.device)
+        if len(rows) == 0:
+            return out
+        distinct, inverse = torch.unique(rows, return_inverse=True)
+        order = torch.argsort(inverse)
+        sorted_inverse = inverse[order]
+        chunk = max(1, PREDICT_ELEMENTS // max(self.n_cols, 1))
+        for start in range(0, len(distinct), chunk):
+            stop = min(start + chunk, len(distinct))
+            recon = self.reconstruct(self._rows.dense(distinct[start:stop]))
+            bounds = torch.searchsorted(sorted_inverse, torch.tensor([start, stop], device=rows.device))
+            pairs = order[int(bounds[0]) : int(bounds[1])]
+            out[pairs] = recon[inverse[pairs] - start, cols[pairs]]
+        return out

@@ -1,0 +1,1 @@
+"""Deep models: deep matrix factorization (MLP over embeddings) and neural collaborative filtering."""
