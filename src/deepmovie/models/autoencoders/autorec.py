@@ -138,7 +138,7 @@ class AutoRecParams(MiniBatchParams):
     based: Literal["item", "user"] = Field("item", description="item: I-AutoRec; user: U-AutoRec")
     encoder: Activation = Field("sigmoid", description="g, the encoder activation")
     decoder: Activation = Field("identity", description="f, the decoder activation")
-    reg: float = Field(10.0, ge=0, description="lambda of (lambda / 2) (|W|^2 + |V|^2)")
+    reg: float = Field(100.0, ge=0, description="lambda of (lambda / 2) (|W|^2 + |V|^2)")
 
 
 @MODELS.register("autorec")
