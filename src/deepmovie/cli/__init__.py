@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from deepmovie.errors import DeepMovieError
@@ -16,7 +17,7 @@ def main() -> None:
         app()
     except DeepMovieError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _exit_now(2)
     except KeyboardInterrupt:
         print(
             "interrupted: a training run continues from its last checkpoint with "
@@ -24,3 +25,11 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(130)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without interpreter teardown, which PyTorch's and PyArrow's worker threads occasionally
+    abort (SIGABRT) when an error ends the program mid-way; everything we write is already closed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
