@@ -23,17 +23,10 @@ from pydantic import Field
 from deepmovie.data.interactions import Interactions
 from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import DataInfo
+from deepmovie.models.layers import ACTIVATIONS, Activation
 from deepmovie.models.registry import MODELS
 from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams, clip_gradients
 
-Activation = Literal["identity", "sigmoid", "relu", "selu", "tanh"]
-ACTIVATIONS = {
-    "identity": torch.nn.Identity,
-    "sigmoid": torch.nn.Sigmoid,
-    "relu": torch.nn.ReLU,
-    "selu": torch.nn.SELU,
-    "tanh": torch.nn.Tanh,
-}
 PREDICT_ELEMENTS = 1 << 23  # reconstructed entries held at once by predict (memory bound)
 
 

@@ -17,10 +17,9 @@ from pydantic import Field
 
 from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import DataInfo
+from deepmovie.models.layers import ACTIVATIONS, Activation
 from deepmovie.models.registry import MODELS
 from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams, embedding
-
-ACTIVATIONS = {"relu": torch.nn.ReLU, "selu": torch.nn.SELU, "tanh": torch.nn.Tanh, "gelu": torch.nn.GELU}
 
 
 class DeepMFParams(MiniBatchParams):
@@ -33,7 +32,7 @@ class DeepMFParams(MiniBatchParams):
     hidden: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [64, 32], description="MLP hidden layer sizes"
     )
-    activation: Literal["relu", "selu", "tanh", "gelu"] = "relu"
+    activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden activation")
     batch_norm: bool = Field(False, description="BatchNorm1d before each hidden activation")
     init_std: float = Field(0.1, gt=0, description="std of the normal initialisation of embeddings")
