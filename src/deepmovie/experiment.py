@@ -109,27 +109,27 @@ def _run_fold(
         model, split.train, split.valid, fallback, dataset.scale, config.seed, resume
     )
     history = list(fit.history)
+    # Every non-test row: the refit's data, and what rankings exclude (built once, only if needed).
+    seen = split.train.concat(split.valid) if config.refit or config.rank_k else None
     if config.refit and len(split.valid):
         # Epoch count chosen on validation; now use those rows too, as peers that train on all of
         # the training part do. The test rows are still untouched.
         refit_config = config.model_copy(
             update={"params": {**config.params, "epochs": fit.best_epoch, "patience": 0, "tol": 0.0}}
         )
-        train = split.train.concat(split.valid)
         model = build_model(refit_config, dataset, split, device)
-        fallback = ColdFallback.fit(train)
+        fallback = ColdFallback.fit(seen)
         refit_dir = fold_dir / "refit" if fold_dir is not None else None
         if refit_dir is not None:
             refit_dir.mkdir(exist_ok=True)
         empty = split.valid.subset(np.zeros(0, dtype=np.int64))
         refit = Trainer(refit_dir, quiet).fit(
-            model, train, empty, fallback, dataset.scale, config.seed, resume
+            model, seen, empty, fallback, dataset.scale, config.seed, resume
         )
         history += [{**h, "phase": "refit"} for h in refit.history]
     fit_seconds = time.perf_counter() - began
     test = evaluate(model, fallback, split.test, dataset.scale)
     if config.rank_k:
-        seen = split.train.concat(split.valid)
         test["ranking"] = rank(model, fallback, seen, split.test, config.rank_k, config.relevant_rating)
     if fold_dir is not None:
         save_atomic({"format": 1, "model": config.model, "state": model.state_dict()}, fold_dir / WEIGHTS)

@@ -59,15 +59,28 @@ class MiniBatchModel(Model):
         self._users = torch.as_tensor(train.users, device=device).long()
         self._items = torch.as_tensor(train.items, device=device).long()
         self._ratings = torch.as_tensor(train.ratings, device=device).float()
+        self.start_optimization(seed)
+        self._loss = torch.compile(self.batch_loss) if self.params.compile else self.batch_loss
+
+    def start_optimization(self, seed: int) -> None:
+        """Optimizers and schedulers for this fit, and the seed every epoch's order derives from."""
         self._seed = seed
         self._optimizers = self._make_optimizers()
         self._schedulers = [self._make_scheduler(o) for o in self._optimizers]
-        self._loss = torch.compile(self.batch_loss) if self.params.compile else self.batch_loss
+
+    def epoch_generator(self, epoch: int) -> torch.Generator:
+        """Randomness of one epoch, seeded by (seed, epoch), so a resumed run replays it."""
+        return torch.Generator().manual_seed(self._seed * 1_000_003 + epoch)
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
-        """The row order of an epoch: a permutation seeded by (seed, epoch), so resumes replay it."""
-        generator = torch.Generator().manual_seed(self._seed * 1_000_003 + epoch)
-        return torch.randperm(len(self._ratings), generator=generator).to(self.device)
+        """The row order of an epoch: a seeded permutation of the training ratings."""
+        return torch.randperm(len(self._ratings), generator=self.epoch_generator(epoch)).to(self.device)
+
+    def end_epoch(self) -> None:
+        """Advance the learning-rate schedules by one epoch."""
+        for scheduler in self._schedulers:
+            if scheduler is not None:
+                scheduler.step()
 
     def train_epoch(self, epoch: int) -> float:
         order = self.epoch_order(epoch)
@@ -87,10 +100,10 @@ class MiniBatchModel(Model):
             else contextlib.nullcontext()
         )
         fused = self._fused_sgd()
+        lr = self._optimizers[0].param_groups[0]["lr"]  # schedules change it between epochs only
         for start in bar:
             rows = order[start : start + size]
             if fused:
-                lr = self._optimizers[0].param_groups[0]["lr"]
                 with torch.no_grad():
                     total += self.sgd_step(self._users[rows], self._items[rows], self._ratings[rows], lr)
                 continue
@@ -107,9 +120,7 @@ class MiniBatchModel(Model):
                 optimizer.step()
             total += squared_error.detach()
         bar.close()
-        for scheduler in self._schedulers:
-            if scheduler is not None:
-                scheduler.step()
+        self.end_epoch()
         return float(total) / max(len(order), 1)
 
     def sgd_step(

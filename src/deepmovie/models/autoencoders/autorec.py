@@ -197,13 +197,11 @@ class AutoRec(MiniBatchModel):
 
     def prepare(self, train: Interactions, seed: int) -> None:
         self._rows = SparseRows(self.row_matrix(train), self.device)
-        self._seed = seed
-        self._optimizers = self._make_optimizers()
-        self._schedulers = [self._make_scheduler(o) for o in self._optimizers]
+        self.start_optimization(seed)
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self._seed * 1_000_003 + epoch)
-        return torch.randperm(self.n_rows, generator=generator).to(self.device)
+        """A seeded permutation of the encoded rows (items for I-AutoRec)."""
+        return torch.randperm(self.n_rows, generator=self.epoch_generator(epoch)).to(self.device)
 
     def batch_loss(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         """(objective, squared error) of a batch of rows: the reference form of a training step.
@@ -241,9 +239,7 @@ class AutoRec(MiniBatchModel):
             for optimizer in self._optimizers:
                 optimizer.step()
             total += squared.detach()
-        for scheduler in self._schedulers:
-            if scheduler is not None:
-                scheduler.step()
+        self.end_epoch()
         return float(total) / max(self._rows.nnz, 1)
 
     def _dense_optimizer(self, params: list, weight_decay: float) -> torch.optim.Optimizer:

@@ -42,7 +42,7 @@ class SVDpp(BiasedMF):
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """Random users, each user's ratings contiguous in random order (Surprise visits by user too)."""
-        generator = torch.Generator().manual_seed(self._seed * 1_000_003 + epoch)
+        generator = self.epoch_generator(epoch)
         user_rank = torch.randperm(self.info.n_users, generator=generator)
         order = torch.randperm(len(self._ratings), generator=generator)
         users = self._users.cpu()[order]
