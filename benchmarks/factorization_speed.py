@@ -22,26 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from common import engine_epoch, median, tutorial_epoch
 
 from deepmovie import machine
 from deepmovie.config import build_config, load_config_file
-from deepmovie.experiment import build_model, prepare, run
+from deepmovie.experiment import prepare, run
 
 PRESET_100K = Path(__file__).resolve().parents[1] / "configs" / "biased-mf-ml-100k-fast.yaml"
-
-
-class PerSampleRatings(Dataset):
-    """The tutorial's pipeline: one Python call per rating."""
-
-    def __init__(self, users, items, ratings):
-        self.users, self.items, self.ratings = users, items, ratings
-
-    def __len__(self):
-        return len(self.ratings)
-
-    def __getitem__(self, index):
-        return self.users[index], self.items[index], self.ratings[index]
 
 
 class TutorialMF(torch.nn.Module):
@@ -52,42 +39,6 @@ class TutorialMF(torch.nn.Module):
 
     def forward(self, users, items):
         return (self.user(users) * self.item(items)).sum(1)
-
-
-def tutorial_epoch(train, n_users: int, n_items: int) -> float:
-    model = TutorialMF(n_users, n_items, 64)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = DataLoader(
-        PerSampleRatings(
-            torch.as_tensor(train.users).long(),
-            torch.as_tensor(train.items).long(),
-            torch.as_tensor(train.ratings),
-        ),
-        batch_size=512,
-        shuffle=True,
-    )
-    began = time.perf_counter()
-    for users, items, ratings in loader:
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(users, items), ratings)
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - began
-
-
-def engine_epoch(model_name: str, data: str, params: dict) -> float:
-    config = build_config({"model": model_name, "data": data, "split": "random:0.1", "params": params})
-    dataset, splits = prepare(config)
-    model = build_model(config, dataset, splits[0], torch.device("cpu"))
-    model.prepare(splits[0].train, seed=0)
-    began = time.perf_counter()
-    model.train_epoch(1)
-    return time.perf_counter() - began
-
-
-def median(fn, repeats: int) -> tuple[float, list[float]]:
-    runs = [fn() for _ in range(repeats)]
-    return statistics.median(runs), runs
 
 
 TARGET = 0.925
@@ -178,7 +129,7 @@ def main() -> None:
     dataset, splits = prepare(config)
     train = splits[0].train
     tutorial, tutorial_runs = median(
-        lambda: tutorial_epoch(train, dataset.n_users, dataset.n_items), args.repeats
+        lambda: tutorial_epoch(TutorialMF(dataset.n_users, dataset.n_items, 64), train), args.repeats
     )
     mf_params = {"factors": 64, "optimizer": "adam", "lr": 0.005, "batch_size": 4096}
     ours, ours_runs = median(lambda: engine_epoch("mf", args.data_1m, mf_params), args.repeats)

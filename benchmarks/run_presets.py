@@ -36,7 +36,7 @@ def main() -> None:
             values["data"] = str(local)
         summary = run(build_config(values), None, quiet=True)
         rows.append((path, summary))
-        print(f"{path}: test RMSE {summary['test_rmse']:.4f} in {summary['fit_seconds']:.1f} s", flush=True)
+        print(f"{path}: {_figures(summary)} in {summary['fit_seconds']:.1f} s", flush=True)
 
     lines = [
         f"# {args.title}",
@@ -48,21 +48,34 @@ def main() -> None:
         "- hyperparameters were chosen on the validation part of the training rows; the test rows were "
         "scored once",
         "",
-        "| config | model | data | split (hash) | test RMSE | test MAE | valid RMSE | best epoch | refit "
+        "| config | model | data | split (hash) | test | valid (selects the epoch) | best epoch | refit "
         "| fit s | s/epoch | samples/s | cold test rows |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path, s in rows:
         per_epoch = sum(s["epoch_seconds"]) / max(len(s["epoch_seconds"]), 1)
         lines.append(
             f"| `{path}` | {s['model']} | {Path(s['data']).name} | {s['split']} ({s['split_hash'][:8]}) "
-            f"| {s['test_rmse']:.4f} | {s['test_mae']:.4f} | {_number(s['valid_rmse'])} | {s['best_epoch']} "
+            f"| {_figures(s)} | {s['monitor']} {_number(s['valid_' + s['monitor']])} | {s['best_epoch']} "
             f"| {'yes' if s.get('refit') else 'no'} | {s['fit_seconds']:.1f} | {per_epoch:.3f} "
             f"| {s['train_samples_per_second']:,.0f} | {s['cold_test_rows']} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+FIGURES = {
+    "rating": ("rmse", "mae", "accuracy", "argmax_rmse"),
+    "like": ("auc", "logloss", "accuracy"),
+    "implicit": ("ndcg@10", "hr@10", "recall@10"),
+}
+
+
+def _figures(summary: dict) -> str:
+    """The test figures of the run's task, e.g. ``RMSE 0.9019, MAE 0.7101``."""
+    names = [n for n in FIGURES[summary["task"]] if summary.get(f"test_{n}") is not None]
+    return ", ".join(f"{n.upper() if '@' not in n else n} {summary[f'test_{n}']:.4f}" for n in names)
 
 
 def _number(value: float | None) -> str:

@@ -139,3 +139,98 @@ def test_autorec_beats_the_bias_baseline(structured_csv, based):
         "reg": 1.0,
     }
     assert test_rmse("autorec", params) < test_rmse("bias", {})
+
+
+def deep_model(name: str, train: Interactions, **params):
+    cls = MODELS.get(name)
+    info = DataInfo(train.n_users, train.n_items, RatingScale(1, 5), float(train.ratings.mean()))
+    built = cls(cls.Params(**params), info)
+    built.prepare(train, seed=0)
+    return built
+
+
+def test_deeprec_tied_decoder_shares_the_encoder_weights():
+    train = ratings()
+    tied = deep_model("deeprec", train, hidden=[6, 4], tied=True)
+    free = deep_model("deeprec", train, hidden=[6, 4], tied=False)
+    assert tied.decoder_weight is tied.encoder_weight
+    n_tied = sum(p.numel() for p in tied.parameters())
+    n_free = sum(p.numel() for p in free.parameters())
+    assert n_free - n_tied == train.n_items * 6 + 6 * 4  # the output layer and the mirror hidden layer
+    assert len(tied.weights()) == 2  # each shared matrix is penalised once
+    tied.eval()
+    rows = torch.tensor([0, 2])
+    block = tied._rows.dense(rows)
+    encoder_layer = tied.middle[0]
+    code = torch.selu(encoder_layer(torch.selu(block @ tied.encoder_weight + tied.encoder_bias)))
+    hidden = torch.selu(code @ encoder_layer.weight + tied.middle[3].bias)
+    expected = hidden @ tied.encoder_weight.T + tied.decoder_bias
+    torch.testing.assert_close(tied.reconstruct(block), expected)
+
+
+def test_deeprec_refeeding_takes_a_second_step_on_the_dense_reconstruction(monkeypatch):
+    train = ratings()
+    m = deep_model("deeprec", train, hidden=[6, 4], refeed=2, code_dropout=0.0)
+    losses = []
+    real_step = m.step
+    monkeypatch.setattr(m, "step", lambda loss, n: (losses.append(n), real_step(loss, n)))
+    m.train_epoch(1)
+    batches = -(-m.n_rows // m.params.batch_size)
+    assert len(losses) == 3 * batches  # one ordinary step and two re-fed ones per batch
+
+
+@pytest.fixture(scope="module")
+def two_tastes_csv(tmp_path_factory):
+    """Two groups of users, each loving its own half of the items and disliking the other half: item
+    popularity cannot tell a user's next favourite, a personal model can."""
+    rng = np.random.default_rng(3)
+    lines = ["userId,movieId,rating"]
+    for user in range(60):
+        group = user % 2
+        for item in rng.choice(40, 16, replace=False):
+            liked = (item < 20) == (group == 0)
+            lines.append(f"{user + 1},{item + 1},{5 if liked else rng.integers(1, 3)}")
+    path = tmp_path_factory.mktemp("cdae") / "ratings.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cdae_trains_on_positive_items_only():
+    train = ratings()
+    m = deep_model("cdae", train, hidden=4)
+    matrix = m._rows.matrix
+    assert set(np.unique(matrix.data)) == {1.0}
+    assert matrix.nnz == int((train.ratings >= 4).sum())
+    m.train()
+    rows = torch.tensor([0, 1, 2])
+    assert not torch.equal(m.logits(rows, corrupt=True)[0], m.logits(rows, corrupt=True)[0])
+    m.eval()
+    torch.testing.assert_close(m.score_items(rows), m.score_items(rows))
+
+
+def test_cdae_is_ranked_and_beats_popularity(two_tastes_csv):
+    def summary(model, params):
+        config = build_config(
+            {
+                "model": model,
+                "data": str(two_tastes_csv),
+                "split": "random:0.2",
+                "rank_k": 10,
+                "params": params,
+            }
+        )
+        return run(config, None, quiet=True)
+
+    cdae = summary("cdae", {"hidden": 16, "epochs": 60, "lr": 0.01, "batch_size": 8, "patience": 0})
+    assert cdae["task"] == "implicit" and cdae["monitor"] == "ndcg@10"
+    assert cdae["test_rmse"] is None and "ranking" not in cdae
+    popularity = summary("bias", {})["ranking"]  # ranks every user's items by item bias alone
+    assert cdae["test_ndcg@10"] > popularity["ndcg@10"] + 0.1
+    assert cdae["test_hr@10"] >= popularity["hr@10"]
+
+
+def test_a_sigmoid_decoder_reaches_every_rating_of_the_scale():
+    train = ratings()
+    m = model(train, decoder="sigmoid")
+    out = m.f(torch.tensor([-50.0, 0.0, 50.0]))
+    torch.testing.assert_close(out, torch.tensor([1.0, 3.0, 5.0]))

@@ -39,8 +39,8 @@ def info(items=None, users=None, scale=None) -> DataInfo:
     return DataInfo(3, 4, scale or RatingScale(1, 5), 3.5, items, users)
 
 
-def build(data_info: DataInfo, **params):
-    cls = MODELS.get("deepmf")
+def build(data_info: DataInfo, model: str = "deepmf", **params):
+    cls = MODELS.get(model)
     return cls(cls.Params(**params), data_info)
 
 
@@ -156,6 +156,9 @@ def test_classification_head_trains_by_cross_entropy(structured_csv):
         {"user_dim": 4, "item_dim": 4, "hidden": [8], "head": "classification", "epochs": 3},
     )
     assert 0 < summary["test_rmse"] < 2
+    # Both predictions are reported: argmax levels are coarser than the expected value.
+    assert 0 < summary["test_accuracy"] < 1
+    assert summary["test_argmax_rmse"] > summary["test_rmse"]
     model = build(info(), user_dim=2, item_dim=2, hidden=[4], head="classification", reg=0.0)
     users, items = pairs()
     ratings = torch.tensor([1.0, 2, 3, 4, 5, 3])
@@ -218,3 +221,29 @@ def test_batch_norm_variant_trains_and_eval_mode_is_deterministic():
 def test_presets_are_valid_configs(name):
     config = build_config(load_config_file(ROOT / "configs" / name))
     assert config.model == "deepmf"
+
+
+@pytest.mark.parametrize("model", ["gmf", "ncf-mlp", "neumf"])
+def test_ncf_models_beat_the_bias_baseline(structured_csv, model):
+    bias = fit(structured_csv, "bias", {})["test_rmse"]
+    params = {"factors": 8, "hidden": [16, 8], "lr": 0.01, "reg": 0.05, "epochs": 40, "patience": 0}
+    assert fit(structured_csv, model, params)["test_rmse"] < bias - 0.02
+
+
+def test_neumf_starts_from_the_pretrained_towers():
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 3, 30), rng.integers(0, 4, 30)
+    train = Interactions(users, items, rng.integers(1, 6, 30).astype(np.float32), 3, 4)
+    params = {"factors": 3, "hidden": [4, 2], "biases": False, "lr": 0.05}
+    # alpha = 1: NeuMF's output layer is GMF's, the MLP tower's share is zero.
+    neumf = build(info(), "neumf", **params, pretrain_epochs=3, alpha=1.0)
+    neumf.prepare(train, seed=0)
+    torch.manual_seed(0)
+    gmf = build(info(), "gmf", **params)
+    gmf.prepare(train, seed=0)
+    for epoch in (1, 2, 3):
+        gmf.train_epoch(epoch)
+    u, i = pairs()
+    with torch.no_grad():
+        torch.testing.assert_close(neumf.predict(u, i), gmf.predict(u, i))
+        assert not torch.allclose(neumf.predict(u, i), build(info(), "neumf", **params).predict(u, i))

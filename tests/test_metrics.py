@@ -1,4 +1,4 @@
-"""RMSE and MAE against hand values; ranking metrics against a brute-force reference."""
+"""RMSE, MAE, AUC and log-loss against hand values; ranking metrics against a brute-force reference."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from deepmovie.metrics import mae, ranking_metrics, rmse
+from deepmovie.data.interactions import Interactions, RatingScale
+from deepmovie.metrics import auc, logloss, mae, ranking_metrics, rmse
+from deepmovie.models import DataInfo, Model, ModelParams
+from deepmovie.training.evaluate import ColdFallback, Evaluator
 
 
 def test_rmse_and_mae_by_hand():
@@ -29,6 +32,56 @@ def test_rating_metrics_in_double_precision():
 def test_rating_metrics_of_nothing_are_nan():
     assert math.isnan(rmse(np.array([]), np.array([])))
     assert math.isnan(mae(np.array([]), np.array([])))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_auc_is_the_share_of_correctly_ordered_pairs(seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 5, 40).astype(float)  # many ties, which count one half
+    labels = rng.random(40) < 0.4
+    pairs = [(p, n) for p in scores[labels] for n in scores[~labels]]
+    expected = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+    assert auc(scores, labels) == pytest.approx(expected)
+    assert auc(-scores, labels) == pytest.approx(1 - expected)
+    assert math.isnan(auc(scores, np.ones(40, dtype=bool)))
+
+
+def test_logloss_by_hand():
+    assert logloss([0.9, 0.2], [1, 0]) == pytest.approx(-(math.log(0.9) + math.log(0.8)) / 2)
+    assert math.isfinite(logloss([0.0, 1.0], [1, 0]))  # clipped, not infinite
+
+
+class Constant(Model):
+    """Predicts a fixed probability per item: a stand-in for a "like" model."""
+
+    like_rating = 4.0
+
+    def __init__(self, probabilities):
+        super().__init__(ModelParams(), DataInfo(2, 3, RatingScale(1, 5), 3.0))
+        self.register_buffer("p", torch.tensor(probabilities))
+
+    @property
+    def task(self):
+        return "like"
+
+    def predict(self, users, items):
+        return self.p[items]
+
+
+def test_like_models_are_judged_by_auc_and_logloss_of_rating_at_least_like_rating():
+    train = Interactions(np.array([0, 1]), np.array([0, 1]), np.array([5.0, 2.0], dtype=np.float32), 2, 3)
+    test = Interactions(
+        np.array([0, 1, 1, 0]), np.array([0, 1, 2, 2]), np.array([4.0, 3.5, 5.0, 1.0], dtype=np.float32), 2, 3
+    )
+    judge = Evaluator(ColdFallback.fit(train), RatingScale(1, 5))
+    model = Constant([0.9, 0.2, 0.6])
+    assert judge.monitor(model) == ("auc", True)
+    result = judge(model, test, train)
+    labels, probabilities = [1, 0, 1, 0], [0.9, 0.2, 0.6, 0.6]
+    assert result["auc"] == pytest.approx(auc(np.array(probabilities), np.array(labels, dtype=bool)))
+    assert result["logloss"] == pytest.approx(logloss(probabilities, labels))
+    assert result["accuracy"] == pytest.approx(0.75)
+    assert result["cold_rows"] == 2  # item 2 never appears in training
 
 
 def reference(scores: np.ndarray, train: np.ndarray, relevant: np.ndarray, k: int) -> dict[str, float]:

@@ -21,7 +21,7 @@ from deepmovie.errors import DeepMovieError
 from deepmovie.experiment import run
 from deepmovie.models.base import DataInfo, Model, ModelParams
 from deepmovie.training.checkpoint import load_weights
-from deepmovie.training.evaluate import ColdFallback
+from deepmovie.training.evaluate import ColdFallback, Evaluator
 from deepmovie.training.trainer import CHECKPOINT, Trainer
 
 
@@ -75,7 +75,8 @@ def scripted(tmp_path, losses, values, **params):
     data = Interactions(np.array([0, 1]), np.array([0, 1]), np.array([3.0, 3.0], dtype=np.float32), 2, 2)
     model = Scripted(ModelParams(**params), info, losses, values)
     trainer = Trainer(tmp_path, quiet=True)
-    return model, lambda: trainer.fit(model, data, data, ColdFallback.fit(data), info.scale, seed=0)
+    judge = Evaluator(ColdFallback.fit(data), info.scale)
+    return model, lambda: trainer.fit(model, data, data, judge, seed=0)
 
 
 def test_early_stopping_restores_the_best_weights(tmp_path):

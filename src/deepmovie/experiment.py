@@ -14,11 +14,13 @@ import torch
 from deepmovie import __version__, machine
 from deepmovie.config import RunConfig, dump_yaml
 from deepmovie.data.dataset import Dataset, load_dataset
+from deepmovie.data.interactions import Interactions
 from deepmovie.errors import DeepMovieError
 from deepmovie.models import MODELS, DataInfo, Model
+from deepmovie.serving.artifacts import write_artifacts
 from deepmovie.splits import Split, make_splits
 from deepmovie.training.checkpoint import save_atomic
-from deepmovie.training.evaluate import COLD_POLICY, ColdFallback, evaluate, rank
+from deepmovie.training.evaluate import COLD_POLICY, ColdFallback, Evaluator, rank
 from deepmovie.training.trainer import CHECKPOINT, Trainer
 
 SUMMARY = "summary.json"
@@ -76,6 +78,7 @@ def run(config: RunConfig, out: Path | None, *, resume: bool = False, quiet: boo
     summary = _combine(config, dataset, folds, device)
     if out is not None:
         np.savez(out / ID_MAPS, users=dataset.user_ids.raw, items=dataset.item_ids.raw)
+        write_artifacts(out, dataset, splits)
         (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -104,13 +107,13 @@ def _run_fold(
 ) -> dict[str, Any]:
     began = time.perf_counter()
     model = build_model(config, dataset, split, device)
-    fallback = ColdFallback.fit(split.train)
-    fit = Trainer(fold_dir, quiet).fit(
-        model, split.train, split.valid, fallback, dataset.scale, config.seed, resume
-    )
+    judge = _evaluator(config, dataset, split.train)
+    fit = Trainer(fold_dir, quiet).fit(model, split.train, split.valid, judge, config.seed, resume)
+    monitor = judge.monitor(model)[0]
     history = list(fit.history)
     # Every non-test row: the refit's data, and what rankings exclude (built once, only if needed).
-    seen = split.train.concat(split.valid) if config.refit or config.rank_k else None
+    needs_seen = config.refit or config.rank_k or model.task == "implicit"
+    seen = split.train.concat(split.valid) if needs_seen and len(split.valid) else split.train
     if config.refit and len(split.valid):
         # Epoch count chosen on validation; now use those rows too, as peers that train on all of
         # the training part do. The test rows are still untouched.
@@ -118,19 +121,17 @@ def _run_fold(
             update={"params": {**config.params, "epochs": fit.best_epoch, "patience": 0, "tol": 0.0}}
         )
         model = build_model(refit_config, dataset, split, device)
-        fallback = ColdFallback.fit(seen)
+        judge = _evaluator(config, dataset, seen)
         refit_dir = fold_dir / "refit" if fold_dir is not None else None
         if refit_dir is not None:
             refit_dir.mkdir(exist_ok=True)
         empty = split.valid.subset(np.zeros(0, dtype=np.int64))
-        refit = Trainer(refit_dir, quiet).fit(
-            model, seen, empty, fallback, dataset.scale, config.seed, resume
-        )
+        refit = Trainer(refit_dir, quiet).fit(model, seen, empty, judge, config.seed, resume)
         history += [{**h, "phase": "refit"} for h in refit.history]
     fit_seconds = time.perf_counter() - began
-    test = evaluate(model, fallback, split.test, dataset.scale)
-    if config.rank_k:
-        test["ranking"] = rank(model, fallback, seen, split.test, config.rank_k, config.relevant_rating)
+    test = judge(model, split.test, seen)
+    if config.rank_k and model.task != "implicit":
+        test["ranking"] = rank(model, judge.fallback, seen, split.test, config.rank_k, config.relevant_rating)
     if fold_dir is not None:
         save_atomic({"format": 1, "model": config.model, "state": model.state_dict()}, fold_dir / WEIGHTS)
     epoch_seconds = [h["seconds"] for h in history]
@@ -143,11 +144,15 @@ def _run_fold(
         "n_valid": len(split.valid),
         "n_test": len(split.test),
         "refit": bool(config.refit and len(split.valid)),
-        "cold_test_rows": test["cold_rows"],
-        **({"ranking": test["ranking"]} if "ranking" in test else {}),
-        "test_rmse": test["rmse"],
-        "test_mae": test["mae"],
-        "valid_rmse": fit.best_valid_rmse if len(split.valid) else None,
+        "task": model.task,
+        "cold_test_rows": test.pop("cold_rows", 0),
+        **({"ranking": test.pop("ranking")} if "ranking" in test else {}),
+        "test_rmse": test.pop("rmse", None),
+        "test_mae": test.pop("mae", None),
+        **{f"test_{name}": value for name, value in test.items()},
+        "monitor": monitor,
+        "valid_rmse": None,
+        f"valid_{monitor}": fit.best_valid if len(split.valid) else None,
         "best_epoch": fit.best_epoch,
         "epochs": len(fit.history),
         "stopped_because": fit.stopped_because,
@@ -156,6 +161,11 @@ def _run_fold(
         "train_samples_per_second": trained_rows / max(sum(epoch_seconds), 1e-9),
         "parameters": sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()),
     }
+
+
+def _evaluator(config: RunConfig, dataset: Dataset, train: Interactions) -> Evaluator:
+    """How this fit is judged: cold rows fall back on biases from ``train``; rankings use the config's K."""
+    return Evaluator(ColdFallback.fit(train), dataset.scale, config.rank_k or 10, config.relevant_rating)
 
 
 def _combine(config: RunConfig, dataset: Dataset, folds: list[dict], device: torch.device) -> dict:
@@ -179,8 +189,9 @@ def _mean_of(folds: list[dict]) -> dict[str, Any]:
     merged = dict(folds[0])
     merged["fold"] = None
     merged["split_hash"] = "+".join(f["split_hash"] for f in folds)
-    for key in ("test_rmse", "test_mae", "valid_rmse", "fit_seconds", "train_samples_per_second"):
-        values = [f[key] for f in folds if f[key] is not None]
+    averaged = [k for k, v in folds[0].items() if k.startswith(("test_", "valid_")) and isinstance(v, float)]
+    for key in [*averaged, "fit_seconds", "train_samples_per_second"]:
+        values = [f[key] for f in folds if f.get(key) is not None]
         if values:
             merged[key] = statistics.fmean(values)
             merged[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0

@@ -36,7 +36,8 @@ def models() -> None:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         typer.echo(f"{name:14s} {doc}")
         for field, info in cls.Params.model_fields.items():
-            typer.echo(f"    {field}={info.default!r}  {info.description or ''}".rstrip())
+            default = info.get_default(call_default_factory=True)
+            typer.echo(f"    {field}={default!r}  {info.description or ''}".rstrip())
 
 
 @app.command()
@@ -182,3 +183,107 @@ def _pairs(text: str, option: str) -> dict[str, str]:
             raise DeepMovieError(f"{option} {text!r}: expected role=column pairs")
         pairs[key.strip()] = value.strip()
     return pairs
+
+
+RunDir = Annotated[Path, typer.Argument(help="a run directory written by `deepmovie train --out`")]
+AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+
+
+def _emit(result: Any, as_json: bool, lines: list[str]) -> None:
+    typer.echo(result.model_dump_json(indent=2) if as_json else "\n".join(lines))
+
+
+def _movie_line(rank: int, movie: Any, value: str) -> str:
+    genres = "|".join(movie.genres)
+    return f"{rank:3d}. {value:>6s}  {movie.item!s:>8s}  {movie.title or '-'}  {genres}".rstrip()
+
+
+@app.command()
+def predict(
+    run: RunDir,
+    user: Annotated[str, typer.Option(help="user id")],
+    item: Annotated[str, typer.Option(help="item (movie) id")],
+    as_json: AsJson = False,
+) -> None:
+    """Predict one user's rating of one item."""
+    from deepmovie.serving.recommender import Recommender
+
+    result = Recommender.load(run).predict(user, item)
+    _emit(
+        result, as_json, [f"{result.rating:.2f}  user {result.user}, {result.item.title or result.item.item}"]
+    )
+
+
+@app.command()
+def recommend(
+    run: RunDir,
+    user: Annotated[str | None, typer.Option(help="a known user id")] = None,
+    ratings: Annotated[
+        str | None, typer.Option(help="a new user's ratings, item:rating pairs, e.g. 1:5,50:4,260:5")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="how many items")] = 10,
+    genre: Annotated[str | None, typer.Option(help="only items of this genre")] = None,
+    min_year: Annotated[int | None, typer.Option(help="only items released this year or later")] = None,
+    include_seen: Annotated[bool, typer.Option(help="keep items the user already rated")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Top-K items for a known user (--user) or for a new one given by a few ratings (--ratings)."""
+    from deepmovie.serving.recommender import Recommender, parse_ratings
+
+    result = Recommender.load(run).recommend(
+        user,
+        ratings=parse_ratings(ratings) if ratings is not None else None,
+        k=k,
+        genre=genre,
+        min_year=min_year,
+        include_seen=include_seen,
+    )
+    who = f"user {result.user}" if result.user is not None else "a new user (cold start)"
+    header = (
+        f"top {len(result.items)} for {who}: {result.method}, {result.excluded_seen} rated item(s) left out"
+    )
+    lines = [_movie_line(n, m, f"{m.rating:.2f}") for n, m in enumerate(result.items, start=1)]
+    _emit(result, as_json, [header, *lines])
+
+
+@app.command()
+def similar(
+    run: RunDir,
+    item: Annotated[str, typer.Option(help="item (movie) id")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="how many items")] = 10,
+    as_json: AsJson = False,
+) -> None:
+    """The K items most similar to an item."""
+    from deepmovie.serving.recommender import Recommender
+
+    result = Recommender.load(run).similar(item, k=k)
+    header = f"similar to {result.item.title or result.item.item} ({result.method}):"
+    lines = [_movie_line(n, m, f"{m.similarity:.3f}") for n, m in enumerate(result.items, start=1)]
+    _emit(result, as_json, [header, *lines])
+
+
+@app.command()
+def serve(
+    run: RunDir,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="server processes (one model copy each)")] = 1,
+) -> None:
+    """Serve the REST API (docs at /docs) and the web page (/) of a run."""
+    import os
+
+    import uvicorn
+
+    from deepmovie.serving.api import RUN_ENV, create_app
+    from deepmovie.serving.recommender import Recommender
+
+    recommender = Recommender.load(run)  # a bad run directory fails here, as one error line
+    typer.echo(
+        f"serving {run} ({recommender.model_name}) at http://{host}:{port}/  (API docs: /docs)", err=True
+    )
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning", "access_log": False}
+    if workers == 1:
+        uvicorn.run(create_app(recommender), **options)
+    else:
+        os.environ[RUN_ENV] = str(run.resolve())
+        uvicorn.run("deepmovie.serving.api:app_from_env", factory=True, workers=workers, **options)

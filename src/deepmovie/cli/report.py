@@ -17,9 +17,6 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 def print_summary(summary: dict[str, Any]) -> None:
     """One results table per run: what was trained on what, and how well and how fast."""
-    rmse = _fmt(summary["test_rmse"])
-    if "test_rmse_std" in summary:
-        rmse += f" ± {summary['test_rmse_std']:.4f}"
     rows = [
         ("model", summary["model"]),
         ("data", summary["dataset"]),
@@ -28,9 +25,11 @@ def print_summary(summary: dict[str, Any]) -> None:
             "train / valid / test rows",
             f"{summary['n_train']:,} / {summary['n_valid']:,} / {summary['n_test']:,}",
         ),
-        ("test RMSE", rmse),
-        ("test MAE", _fmt(summary["test_mae"])),
-        ("valid RMSE (best epoch)", f"{_fmt(summary['valid_rmse'])} (epoch {summary['best_epoch']})"),
+        *_test_rows(summary),
+        (
+            f"valid {summary['monitor']} (best epoch)",
+            f"{_fmt(summary['valid_' + summary['monitor']])} (epoch {summary['best_epoch']})",
+        ),
         ("cold test rows", f"{summary['cold_test_rows']:,} ({summary['cold_policy']})"),
         ("epochs", f"{summary['epochs']} ({summary['stopped_because']})"),
         ("fit seconds", _fmt(summary["fit_seconds"], ".2f")),
@@ -42,3 +41,17 @@ def print_summary(summary: dict[str, Any]) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key:<{width}}  {value}")
+
+
+def _test_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every test figure the run produced (RMSE/MAE, AUC, HR/NDCG, accuracy...), ± std over folds."""
+    rows = []
+    for key, value in summary.items():
+        if not key.startswith("test_") or key.endswith("_std") or value is None:
+            continue
+        name = key.removeprefix("test_")
+        text = _fmt(value)
+        if f"{key}_std" in summary:
+            text += f" ± {summary[key + '_std']:.4f}"
+        rows.append((f"test {name.upper() if name in ('rmse', 'mae', 'auc') else name}", text))
+    return rows

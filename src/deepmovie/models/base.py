@@ -5,18 +5,24 @@ from ``(params, info)``. Training is a sequence of epochs: ``prepare`` once, the
 until the trainer stops; ``predict`` scores (user, item) index pairs. Gradient-trained models get
 ``train_epoch`` from :class:`deepmovie.training.minibatch.MiniBatchModel`; closed-form ones (ALS)
 write their own sweep.
+
+A model's ``task`` says what its predictions are and so how it is judged: ``rating`` (a rating;
+RMSE), ``like`` (the probability of a rating >= ``like_rating``; AUC) or ``implicit`` (a preference
+score from binarized ratings; top-K ranking).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.data.side import ItemInfo, UserInfo
+
+Task = Literal["rating", "like", "implicit"]
 
 
 class ModelParams(BaseModel):
@@ -63,6 +69,10 @@ class Model(torch.nn.Module):
             tensor = next(iter(self.buffers()), torch.empty(0))
         return tensor.device
 
+    @property
+    def task(self) -> Task:
+        return "rating"
+
     def prepare(self, train: Interactions, seed: int) -> None:
         """Build what training needs (tensors on the device, optimizers); called once per fit."""
 
@@ -73,6 +83,22 @@ class Model(torch.nn.Module):
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Predicted ratings for index pairs (unclipped)."""
         raise NotImplementedError
+
+    def score_items(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for each user, ``(len(users), n_items)``: what rankings sort.
+
+        Pairs through :meth:`predict` by default; models that score a whole row at once override it.
+        """
+        n_items = self.info.n_items
+        pairs_users = users.long().repeat_interleave(n_items)
+        pairs_items = torch.arange(n_items, device=users.device).repeat(len(users))
+        return self.predict(pairs_users, pairs_items).view(len(users), n_items)
+
+    def extra_metrics(
+        self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
+    ) -> dict[str, float]:
+        """Figures beyond the task's own that a family reports on held-out rows (none by default)."""
+        return {}
 
     def training_state(self) -> dict[str, Any]:
         """Optimizer or sampler state a checkpoint needs beyond ``state_dict`` (resumable runs)."""

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from deepmovie.data.interactions import Interactions, RatingScale
-from deepmovie.metrics import mae, ranking_metrics, rmse
+from deepmovie.metrics import auc, logloss, mae, ranking_metrics, rmse
 from deepmovie.models.base import Model
 from deepmovie.models.baselines import bias_sweep
 
@@ -62,25 +62,58 @@ def predict_ratings(
     model: Model, fallback: ColdFallback, users: np.ndarray, items: np.ndarray, scale: RatingScale
 ) -> tuple[np.ndarray, np.ndarray]:
     """Clipped predictions and the cold-row mask, scored in large batches on the model's device."""
-    was_training = model.training
-    model.eval()
     users_t = torch.as_tensor(users).long()
     items_t = torch.as_tensor(items).long()
     cold = fallback.cold(users_t, items_t)
     out = fallback.predict(users_t, items_t)
     warm = torch.nonzero(~cold).flatten()
-    device = model.device
-    for start in range(0, len(warm), PREDICT_BATCH):
-        rows = warm[start : start + PREDICT_BATCH]
-        out[rows] = model.predict(users_t[rows].to(device), items_t[rows].to(device)).float().cpu()
-    model.train(was_training)
+    out[warm] = _batched(model, users_t[warm], items_t[warm])
     return out.clamp(scale.low, scale.high).numpy(), cold.numpy()
+
+
+@dataclass
+class Evaluator:
+    """Scores held-out rows by the model's task; says which figure early stopping watches.
+
+    ``seen`` (the rows a model trained on) matters to rankings: those items are never recommended.
+    """
+
+    fallback: ColdFallback
+    scale: RatingScale
+    k: int = 10
+    relevant_rating: float = 4.0
+
+    def monitor(self, model: Model) -> tuple[str, bool]:
+        """(name of the validation figure that selects the best epoch, whether higher is better)."""
+        return {"rating": ("rmse", False), "like": ("auc", True), "implicit": (f"ndcg@{self.k}", True)}[
+            model.task
+        ]
+
+    def __call__(self, model: Model, data: Interactions, seen: Interactions) -> dict[str, float]:
+        if model.task == "implicit":
+            return rank(model, self.fallback, seen, data, self.k, self.relevant_rating)
+        if model.task == "like":
+            return self.like(model, data)
+        return evaluate(model, self.fallback, data, self.scale)
+
+    @torch.no_grad()
+    def like(self, model: Model, data: Interactions) -> dict[str, float]:
+        """AUC, log-loss and accuracy of P(rating >= like_rating); the model scores cold rows itself."""
+        labels = data.ratings >= model.like_rating
+        users, items = torch.as_tensor(data.users).long(), torch.as_tensor(data.items).long()
+        probabilities = _batched(model, users, items).clamp(0, 1).numpy()
+        return {
+            "auc": auc(probabilities, labels),
+            "logloss": logloss(probabilities, labels),
+            "accuracy": float(np.mean((probabilities >= 0.5) == labels)) if len(labels) else float("nan"),
+            "cold_rows": int(self.fallback.cold(users, items).sum()),
+        }
 
 
 def evaluate(
     model: Model, fallback: ColdFallback, data: Interactions, scale: RatingScale
 ) -> dict[str, float | int]:
-    """RMSE and MAE on ``data`` plus how many rows were cold."""
+    """RMSE and MAE on ``data`` plus how many rows were cold (and the family's extra figures)."""
     if len(data) == 0:
         return {"rmse": float("nan"), "mae": float("nan"), "cold_rows": 0}
     predicted, cold = predict_ratings(model, fallback, data.users, data.items, scale)
@@ -88,7 +121,34 @@ def evaluate(
         "rmse": rmse(predicted, data.ratings),
         "mae": mae(predicted, data.ratings),
         "cold_rows": int(cold.sum()),
+        **_extra(model, data),
     }
+
+
+@torch.no_grad()
+def _extra(model: Model, data: Interactions) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    device = model.device
+    result = model.extra_metrics(
+        torch.as_tensor(data.users, device=device).long(),
+        torch.as_tensor(data.items, device=device).long(),
+        torch.as_tensor(data.ratings, device=device).float(),
+    )
+    model.train(was_training)
+    return result
+
+
+def _batched(model: Model, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``model.predict`` over all pairs in large batches on the model's device, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = torch.empty(len(users))
+    for start in range(0, len(users), PREDICT_BATCH):
+        rows = slice(start, start + PREDICT_BATCH)
+        out[rows] = model.predict(users[rows].to(model.device), items[rows].to(model.device)).float().cpu()
+    model.train(was_training)
+    return out
 
 
 @torch.no_grad()
@@ -105,14 +165,10 @@ def rank(
     items seen in ``seen`` are excluded, and items never seen in training are not recommended."""
     was_training = model.training
     model.eval()
-    n_items = seen.n_items
-    all_items = torch.arange(n_items)
     unknown = ~fallback.known_items
 
     def score(users: torch.Tensor) -> torch.Tensor:
-        pairs_users = users.long().repeat_interleave(n_items).to(model.device)
-        pairs_items = all_items.repeat(len(users)).to(model.device)
-        scores = model.predict(pairs_users, pairs_items).float().cpu().view(len(users), n_items)
+        scores = model.score_items(users.long().to(model.device)).float().cpu()
         scores[:, unknown] = -torch.inf
         return scores
 

@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from deepmovie.data.interactions import Interactions, RatingScale
+from deepmovie.data.interactions import Interactions
 from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import Model
 from deepmovie.training.checkpoint import load_weights, save_atomic
-from deepmovie.training.evaluate import ColdFallback, evaluate
+from deepmovie.training.evaluate import Evaluator
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -26,7 +26,7 @@ METRICS = "metrics.jsonl"
 @dataclass
 class FitResult:
     best_epoch: int
-    best_valid_rmse: float
+    best_valid: float  # the monitored validation figure (RMSE for ratings) at the best epoch
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_because: str = "max epochs"
 
@@ -43,8 +43,7 @@ class Trainer:
         model: Model,
         train: Interactions,
         valid: Interactions,
-        fallback: ColdFallback,
-        scale: RatingScale,
+        evaluator: Evaluator,
         seed: int,
         resume: bool = False,
     ) -> FitResult:
@@ -55,8 +54,9 @@ class Trainer:
         result = (
             FitResult(state["best_epoch"], state["best_valid"], state["history"])
             if state
-            else FitResult(0, math.inf)
+            else FitResult(0, math.nan)
         )
+        monitor, higher_is_better = evaluator.monitor(model)
         best_weights = state["best"] if state else None
         bad_epochs = state["bad_epochs"] if state else 0
         if result.history and result.history[-1].get("stopped"):
@@ -83,24 +83,25 @@ class Trainer:
                     "(--set lr=...) or raise the regularization"
                     + (f"; the last good checkpoint is {self.run_dir / CHECKPOINT}" if self.run_dir else "")
                 )
-            valid_rmse = evaluate(model, fallback, valid, scale)["rmse"] if len(valid) else math.nan
+            scores = evaluator(model, valid, train) if len(valid) else {}
             record = {
                 "epoch": epoch,
                 "train_loss": loss,
-                "valid_rmse": valid_rmse,
+                **{f"valid_{name}": value for name, value in scores.items() if name != "cold_rows"},
                 "seconds": seconds,
                 "samples_per_second": len(train) / max(seconds, 1e-9),
             }
-            improved = len(valid) == 0 or valid_rmse < result.best_valid_rmse
+            score = scores.get(monitor, math.nan)
+            improved = len(valid) == 0 or _better(score, result.best_valid, higher_is_better)
             if improved:
-                result.best_epoch, result.best_valid_rmse = epoch, valid_rmse
+                result.best_epoch, result.best_valid = epoch, score
                 best_weights = copy.deepcopy(model.state_dict())
                 bad_epochs = 0
             else:
                 bad_epochs += 1
             stop = None
             if params.patience and bad_epochs >= params.patience:
-                stop = f"no better valid RMSE for {params.patience} epochs"
+                stop = f"no better valid {monitor} for {params.patience} epochs"
             if previous is not None:
                 current = _flat_parameters(model)
                 change = float((current - previous).norm() / previous.norm().clamp_min(1e-12))
@@ -115,7 +116,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(
                 loss=f"{loss:.4f}",
-                valid_rmse=f"{valid_rmse:.4f}",
+                **{f"valid_{monitor}": f"{score:.4f}"},
                 samples_s=f"{record['samples_per_second']:,.0f}",
             )
             if stop:
@@ -134,7 +135,7 @@ class Trainer:
                 "model": model.state_dict(),
                 "best": best,
                 "best_epoch": result.best_epoch,
-                "best_valid": result.best_valid_rmse,
+                "best_valid": result.best_valid,
                 "bad_epochs": bad_epochs,
                 "history": result.history,
                 "training": model.training_state(),
@@ -156,6 +157,14 @@ class Trainer:
         model.load_training_state(state["training"])
         torch.set_rng_state(state["rng"])
         return state
+
+
+def _better(score: float, best: float, higher_is_better: bool) -> bool:
+    if math.isnan(score):
+        return False
+    if math.isnan(best):
+        return True
+    return score > best if higher_is_better else score < best
 
 
 def _flat_parameters(model: Model) -> torch.Tensor:

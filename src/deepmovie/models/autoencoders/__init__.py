@@ -1,1 +1,1 @@
-"""Autoencoder recommenders: AutoRec (I- and U-)."""
+"""Autoencoder recommenders: AutoRec (I- and U-), DeepRec, CDAE."""

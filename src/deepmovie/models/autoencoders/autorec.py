@@ -20,7 +20,7 @@ import scipy.sparse as sp
 import torch
 from pydantic import Field
 
-from deepmovie.data.interactions import Interactions
+from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import DataInfo
 from deepmovie.models.layers import ACTIVATIONS, Activation
@@ -120,6 +120,19 @@ def observed_squared_error(
     return (error * error).sum()
 
 
+class RatingSigmoid(torch.nn.Module):
+    """The sigmoid decoder, stretched onto the rating scale: ``low + (high - low) sigmoid(x)``.
+
+    A plain sigmoid ends at 1 and could never reconstruct a 4-star rating."""
+
+    def __init__(self, scale: RatingScale) -> None:
+        super().__init__()
+        self.low, self.span = float(scale.low), float(scale.high - scale.low)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.low + self.span * torch.sigmoid(x)
+
+
 class AutoRecParams(MiniBatchParams):
     """Defaults chosen on the validation rows of ML-100K fold u1 (never on u1.test)."""
 
@@ -130,7 +143,9 @@ class AutoRecParams(MiniBatchParams):
     hidden: int = Field(500, ge=1, description="size of the code")
     based: Literal["item", "user"] = Field("item", description="item: I-AutoRec; user: U-AutoRec")
     encoder: Activation = Field("sigmoid", description="g, the encoder activation")
-    decoder: Activation = Field("identity", description="f, the decoder activation")
+    decoder: Activation = Field(
+        "identity", description="f, the decoder activation (sigmoid: onto the rating scale)"
+    )
     reg: float = Field(100.0, ge=0, description="lambda of (lambda / 2) (|W|^2 + |V|^2)")
 
 
@@ -162,7 +177,9 @@ class AutoRec(MiniBatchModel):
         self.middle = torch.nn.Sequential()
         self.decoder_weight = torch.nn.Parameter(_uniform(self.n_cols, params.hidden, fan_in=params.hidden))
         self.decoder_bias = torch.nn.Parameter(_uniform(self.n_cols, fan_in=params.hidden))
-        self.f = ACTIVATIONS[params.decoder]()
+        self.f = (
+            RatingSigmoid(self.info.scale) if params.decoder == "sigmoid" else ACTIVATIONS[params.decoder]()
+        )
 
     def reconstruct(self, block: torch.Tensor) -> torch.Tensor:
         """Dense rows (zeros where unobserved) -> their dense reconstruction (the reference form)."""
@@ -224,33 +241,53 @@ class AutoRec(MiniBatchModel):
         order = self.epoch_order(epoch)
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         for start in range(0, len(order), self.params.batch_size):
-            rows = order[start : start + self.params.batch_size]
-            for optimizer in self._optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            squared = self.batch_error(rows)
-            squared.backward()
-            decay = self.params.reg * len(rows) / self.n_rows  # d/dw of the scaled (reg / 2) |w|^2
-            if decay:
-                with torch.no_grad():
-                    for weight in self.weights():
-                        weight.grad.add_(weight, alpha=decay)
-            if self.params.grad_clip:
-                clip_gradients(self.parameters(), self.params.grad_clip)
-            for optimizer in self._optimizers:
-                optimizer.step()
-            total += squared.detach()
+            total += self.train_batch(order[start : start + self.params.batch_size])
         self.end_epoch()
         return float(total) / max(self._rows.nnz, 1)
+
+    def train_batch(self, rows: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on a batch of rows; returns the loss that the epoch's mean reports."""
+        squared = self.batch_error(rows)
+        self.step(squared, len(rows))
+        return squared.detach()
+
+    def step(self, loss: torch.Tensor, batch_rows: int) -> None:
+        """Backpropagate ``loss`` plus this batch's share of the L2 term, then step the optimizers."""
+        for optimizer in self._optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        decay = self.params.reg * batch_rows / self.n_rows  # d/dw of the scaled (reg / 2) |w|^2
+        if decay:
+            with torch.no_grad():
+                for weight in self.weights():
+                    weight.grad.add_(weight, alpha=decay)
+        if self.params.grad_clip:
+            clip_gradients(self.parameters(), self.params.grad_clip)
+        for optimizer in self._optimizers:
+            optimizer.step()
 
     def _dense_optimizer(self, params: list, weight_decay: float) -> torch.optim.Optimizer:
         if self.params.optimizer == "adam":  # the fused kernel: several times faster on these big matrices
             return torch.optim.AdamW(params, lr=self.params.lr, weight_decay=weight_decay, fused=True)
         return super()._dense_optimizer(params, weight_decay)
 
-    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Entry ``[u]`` of item ``i``'s reconstructed training row (I-AutoRec; transposed for U-)."""
+    def reconstruct_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The dense reconstruction of training rows (by row index): what predictions read."""
+        return self.reconstruct(self._rows.dense(rows))
+
+    def score_items(self, users: torch.Tensor) -> torch.Tensor:
+        if self.params.based == "user":  # a user's reconstructed row scores every item at once
+            self._require_rows()
+            return self.reconstruct_rows(users)
+        return super().score_items(users)
+
+    def _require_rows(self) -> None:
         if self._rows is None:
             raise DeepMovieError(f"{self.name}: predict needs the training ratings; call prepare first")
+
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Entry ``[u]`` of item ``i``'s reconstructed training row (I-AutoRec; transposed for U-)."""
+        self._require_rows()
         rows, cols = (items, users) if self.params.based == "item" else (users, items)
         rows, cols = rows.long(), cols.long()
         out = torch.empty(len(rows), device=rows.device)
@@ -262,7 +299,7 @@ class AutoRec(MiniBatchModel):
         chunk = max(1, PREDICT_ELEMENTS // max(self.n_cols, 1))
         for start in range(0, len(distinct), chunk):
             stop = min(start + chunk, len(distinct))
-            recon = self.reconstruct(self._rows.dense(distinct[start:stop]))
+            recon = self.reconstruct_rows(distinct[start:stop])
             bounds = torch.searchsorted(sorted_inverse, torch.tensor([start, stop], device=rows.device))
             pairs = order[int(bounds[0]) : int(bounds[1])]
             out[pairs] = recon[inverse[pairs] - start, cols[pairs]]

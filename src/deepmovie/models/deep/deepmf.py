@@ -17,7 +17,7 @@ from pydantic import Field
 
 from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import DataInfo
-from deepmovie.models.layers import ACTIVATIONS, Activation
+from deepmovie.models.layers import ACTIVATIONS, Activation, Biases
 from deepmovie.models.registry import MODELS
 from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams, embedding
 
@@ -37,6 +37,7 @@ class DeepMFParams(MiniBatchParams):
     batch_norm: bool = Field(False, description="BatchNorm1d before each hidden activation")
     init_std: float = Field(0.1, gt=0, description="std of the normal initialisation of embeddings")
     reg: float = Field(1.0, ge=0, description="L2 on the user and item embedding rows a batch touches")
+    biases: bool = Field(False, description="regression head: add user and item biases (L2: reg)")
     genre_dim: int = Field(0, ge=0, description="genre embedding size: mean over all of an item's genres")
     year_dim: int = Field(0, ge=0, description="release-year bucket embedding size (0: off)")
     year_bucket: int = Field(5, ge=1, description="years per release-year bucket")
@@ -85,6 +86,10 @@ class DeepMF(MiniBatchModel):
         else:
             self.out = torch.nn.Linear(width, 1)
             torch.nn.init.zeros_(self.out.bias)
+        if params.biases:
+            if params.head != "regression":
+                raise DeepMovieError("biases: true needs head='regression' (a class logit has no offset)")
+            self.biases = Biases(info.n_users, info.n_items, params.sparse)
 
     def _build_genres(self, params: DeepMFParams, info: DataInfo) -> int:
         if not params.genre_dim:
@@ -156,13 +161,14 @@ class DeepMF(MiniBatchModel):
         x, p, q = self.features(users, items)
         return self.out(self.mlp(x)), p, q
 
-    def _rating(self, output: torch.Tensor) -> torch.Tensor:
+    def _rating(self, output: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         if self.params.head == "classification":
             return torch.softmax(output.float(), dim=-1) @ self.levels  # the expected rating
-        return self.mean + output[:, 0].float()
+        rating = self.mean + output[:, 0].float()
+        return rating + self.biases(users, items)[0] if self.params.biases else rating
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self._rating(self.scores(users, items)[0])
+        return self._rating(self.scores(users, items)[0], users, items)
 
     def predict_argmax(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The most likely rating level (the tutorial's argmax prediction); classification head only."""
@@ -170,9 +176,24 @@ class DeepMF(MiniBatchModel):
             raise DeepMovieError("predict_argmax needs head='classification'")
         return self.levels[self.scores(users, items)[0].argmax(-1)]
 
+    def extra_metrics(self, users, items, ratings):
+        """The classification head's own figures: level accuracy and the RMSE of the argmax rating
+        (the test RMSE is that of the expected value)."""
+        if self.params.head != "classification":
+            return {}
+        argmax = torch.cat([self.predict_argmax(u, i) for u, i in _chunks(users, items)])
+        levels = (
+            self.levels[0]
+            + self.info.scale.step * ((ratings - self.levels[0]) / self.info.scale.step).round()
+        )
+        return {
+            "accuracy": float((argmax == levels).float().mean()),
+            "argmax_rmse": float(((argmax - ratings) ** 2).mean().sqrt()),
+        }
+
     def batch_loss(self, users, items, ratings):
         output, p, q = self.scores(users, items)
-        rating = self._rating(output)
+        rating = self._rating(output, users, items)
         squared = ((rating - ratings) ** 2).sum()
         if self.params.head == "classification":
             low, step = float(self.levels[0]), self.info.scale.step
@@ -181,5 +202,13 @@ class DeepMF(MiniBatchModel):
         else:
             objective = squared
         if self.params.reg:
-            objective = objective + self.params.reg * ((p * p).sum() + (q * q).sum())
+            norm = (p * p).sum() + (q * q).sum()
+            if self.params.biases:
+                norm = norm + self.biases(users, items)[1]
+            objective = objective + self.params.reg * norm
         return objective, squared
+
+
+def _chunks(users: torch.Tensor, items: torch.Tensor, size: int = 1 << 16):
+    for start in range(0, len(users), size):
+        yield users[start : start + size], items[start : start + size]

@@ -1,0 +1,156 @@
+"""Latency of ``GET /recommend`` under N concurrent keep-alive clients for T seconds (bounded).
+
+Each client is an asyncio task on its own HTTP/1.1 connection, sending the next request as soon as the
+last answer is read (closed loop), for a random known user of the run. Plain asyncio streams keep the
+client's own cost small: it shares the machine with the server. Without ``--url`` the script starts
+``deepmovie serve RUN`` itself and stops it afterwards.
+
+    python benchmarks/serve_load.py RUN --clients 50 --seconds 30 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+
+def known_users(run: Path) -> list[str]:
+    """Raw ids of the users the model was trained on (others answer 404)."""
+    fold = run if (run / "seen.npz").is_file() else run / "fold-0"
+    with (
+        np.load(run / "ids.npz", allow_pickle=False) as ids,
+        np.load(fold / "seen.npz", allow_pickle=False) as seen,
+    ):
+        rated = np.diff(seen["indptr"]) > 0
+        return [str(u) for u in ids["users"][rated]]
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    lengths = [int(v) for k, _, v in (x.partition(":") for x in lines[1:]) if k.lower() == "content-length"]
+    if not lengths:
+        raise ValueError("an answer without Content-Length")
+    await reader.readexactly(lengths[0])
+    return status
+
+
+async def client(host: str, port: int, paths: list[str], deadline: float, seed: int, out: dict) -> None:
+    rng = random.Random(seed)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < deadline:
+            request = f"GET {rng.choice(paths)} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+            began = time.perf_counter()
+            try:
+                writer.write(request)
+                status = await read_response(reader)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                out["errors"] += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
+            out["latencies"].append(time.perf_counter() - began)
+            if status != 200:
+                out["errors"] += 1
+    finally:
+        writer.close()
+
+
+async def load(url: str, paths: list[str], clients: int, seconds: float, warmup: float) -> dict:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    warm = {"latencies": [], "errors": 0}
+    await asyncio.gather(
+        *(client(host, port, paths, time.perf_counter() + warmup, n, warm) for n in range(clients))
+    )
+    out = {"latencies": [], "errors": 0}
+    began = time.perf_counter()
+    deadline = began + seconds
+    await asyncio.gather(*(client(host, port, paths, deadline, 1000 + n, out) for n in range(clients)))
+    elapsed = time.perf_counter() - began
+    ms = np.asarray(out["latencies"]) * 1e3
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 2),
+        "requests": len(ms),
+        "errors": out["errors"],
+        "requests_per_second": round(len(ms) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p90_ms": round(float(np.percentile(ms, 90)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "max_ms": round(float(ms.max()), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+    }
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"the server exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    sys.exit("the server did not answer /health in time")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="the run directory being served (user ids come from it)")
+    parser.add_argument("--url", help="a running server; default: start `deepmovie serve RUN` here")
+    parser.add_argument("--port", type=int, default=8765, help="port of the server this script starts")
+    parser.add_argument("--workers", type=int, default=2, help="server processes of the server it starts")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring")
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--json-out", type=Path, help="also write the figures here as JSON")
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    users = known_users(args.run)
+    paths = [f"/recommend?user={u}&k={args.k}" for u in users]
+    server = None
+    url = args.url
+    if url is None:
+        url = f"http://127.0.0.1:{args.port}"
+        command = [sys.executable, "-m", "deepmovie", "serve", str(args.run), "--port", str(args.port)]
+        server = subprocess.Popen([*command, "--workers", str(args.workers)])
+        wait_healthy(url, server)
+    try:
+        result = asyncio.run(load(url.rstrip("/"), paths, args.clients, args.seconds, args.warmup))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+    result.update({"k": args.k, "users": len(users), "workers": args.workers if server else None})
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(result, indent=2))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    sys.exit(1 if result["errors"] else 0)
+
+
+if __name__ == "__main__":
+    main()

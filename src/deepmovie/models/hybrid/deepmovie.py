@@ -1,0 +1,116 @@
+"""The DeepMovie hybrid (the poster; ConvMF's algorithm with any text encoder).
+
+PMF's item factors get a prior: ``v_j ~ N(encoder(W, X_j), sigma_V^2 I)`` where ``X_j`` is item ``j``'s
+document. Each iteration (one "epoch" for the trainer, so validation RMSE picks the best one and the
+trainer restores it):
+
+1. users: ``u_i <- (V I_i V^T + lambda_U I)^-1 V R_i`` (batched ridge solves, as ``pmf``);
+2. items: ``v_j <- (U I_j U^T + lambda_V I)^-1 (U R_j + lambda_V encoder(W, X_j))``; with
+   ``reg_by_count`` both lambdas scale with the row's rating count, so a well-rated item trusts its
+   ratings and a rarely rated one leans on its text;
+3. the encoder is trained ``encoder_epochs`` epochs to regress the new item factors (MSE, mini-batches).
+
+Items no training rating touches keep ``v_j = encoder(W, X_j)``: their factors come from text alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from deepmovie.data.interactions import Interactions
+from deepmovie.data.text import tokenize
+from deepmovie.errors import DeepMovieError
+from deepmovie.models.base import DataInfo
+from deepmovie.models.factorization.pmf import PMF, PMFParams
+from deepmovie.models.hybrid.encoders import build_encoder
+from deepmovie.models.registry import MODELS
+
+ENCODE_BATCH = 1024
+
+
+class HybridParams(PMFParams):
+    encoder: str = Field("cnn", description="cnn, cnn-kan, lstm, resnet, transformer or module:pkg.mod:Class")
+    encoder_params: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the encoder"
+    )
+    encoder_epochs: int = Field(5, ge=1, description="encoder epochs per iteration")
+    encoder_batch_size: int = Field(128, ge=1)
+    encoder_lr: float = Field(1e-3, gt=0)
+    encoder_weight_decay: float = Field(0.0, ge=0, description="lambda_W, as decoupled weight decay")
+    max_length: int = Field(300, ge=1, description="words kept per document")
+    max_df: float = Field(0.5, gt=0, le=1, description="drop words in more than this share of documents")
+    max_words: int = Field(8000, ge=1, description="vocabulary size")
+
+
+@MODELS.register("hybrid")
+class Hybrid(PMF):
+    """PMF whose item factors are pulled toward ``encoder(item document)``."""
+
+    Params = HybridParams
+    params: HybridParams
+
+    def __init__(self, params: HybridParams, info: DataInfo) -> None:
+        super().__init__(params, info)
+        documents = info.items.documents if info.items is not None else []
+        if not any(documents):
+            raise DeepMovieError(
+                "hybrid needs item documents: a MovieLens folder with its movies file, or --item-docs FILE"
+            )
+        tokens = tokenize(documents, params.max_length, params.max_df, params.max_words)
+        self.vocabulary = tokens.vocabulary
+        self.register_buffer("tokens", torch.as_tensor(tokens.tokens), persistent=False)
+        self.encoder = build_encoder(params.encoder, tokens.vocab_size, params.factors, params.encoder_params)
+
+    def prepare(self, train: Interactions, seed: int) -> None:
+        super().prepare(train, seed)
+        self._seed = seed
+        p = self.params
+        self._optimizer = torch.optim.AdamW(
+            self.encoder.parameters(), lr=p.encoder_lr, weight_decay=p.encoder_weight_decay
+        )
+
+    @torch.no_grad()
+    def encode(self) -> torch.Tensor:
+        """``encoder(W, X_j)`` for every item, in eval mode (no dropout)."""
+        was_training = self.encoder.training
+        self.encoder.eval()
+        out = torch.cat([self.encoder(t) for t in self.tokens.split(ENCODE_BATCH)])
+        self.encoder.train(was_training)
+        return out
+
+    def train_epoch(self, epoch: int) -> float:
+        prior = self.encode()
+        if epoch == 1:  # as ConvMF: item factors start at the encoder's output
+            self.item_factors.copy_(prior)
+        self.sweep_users()
+        squared_error = self.sweep_items(prior)
+        self.fit_encoder(epoch)
+        return squared_error / max(self._n_train, 1)
+
+    def fit_encoder(self, epoch: int) -> float:
+        """Regress the item factors on the documents; returns the last epoch's mean squared error."""
+        target = self.item_factors.detach()
+        generator = torch.Generator().manual_seed(self._seed * 1_000_003 + epoch)
+        self.encoder.train()
+        for _ in range(self.params.encoder_epochs):
+            order = torch.randperm(len(target), generator=generator).to(target.device)
+            loss_sum = torch.zeros((), device=target.device)
+            for rows in order.split(self.params.encoder_batch_size):
+                self._optimizer.zero_grad(set_to_none=True)
+                loss = torch.nn.functional.mse_loss(
+                    self.encoder(self.tokens[rows]), target[rows], reduction="sum"
+                )
+                loss.backward()
+                self._optimizer.step()
+                loss_sum += loss.detach()
+        return float(loss_sum) / target.numel()
+
+    def training_state(self) -> dict[str, Any]:
+        return {"encoder_optimizer": self._optimizer.state_dict()}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        if "encoder_optimizer" in state:
+            self._optimizer.load_state_dict(state["encoder_optimizer"])

@@ -1,0 +1,181 @@
+"""What serving needs beside the weights, written into the run directory so it loads without the data.
+
+``serving.json`` (the versioned manifest: rating scale, genre names, user feature vocabularies),
+``items.npz`` (titles, years, multi-hot genres) and ``users.npz`` (user feature codes) sit beside
+``config.yaml``; each fold directory gets ``seen.npz``: the CSR of the train + valid ratings (what the
+model saw: excluded from recommendations, a user's history, and AutoRec's input rows) and the training
+mean the model was built with. Everything is plain arrays read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from deepmovie import __version__
+from deepmovie.data.dataset import Dataset
+from deepmovie.data.interactions import IdMap, Interactions, RatingScale
+from deepmovie.data.side import ItemInfo, UserInfo
+from deepmovie.errors import DeepMovieError
+from deepmovie.splits import Split
+
+FORMAT = 1
+MANIFEST = "serving.json"
+ITEMS = "items.npz"
+USERS = "users.npz"
+SEEN = "seen.npz"
+ID_MAPS = "ids.npz"  # written by the experiment: raw user and item ids by index
+
+
+def write_artifacts(out: Path, dataset: Dataset, splits: list[Split]) -> None:
+    """Write the manifest and metadata into ``out`` and the seen ratings into each fold's directory."""
+    items, users = dataset.items, dataset.users
+    manifest = {
+        "format": FORMAT,
+        "deepmovie": __version__,
+        "scale": dataset.scale.to_dict(),
+        "genre_names": items.genre_names if items is not None else None,
+        "user_fields": {name: vocab for name, (_, vocab) in users.fields.items()} if users else None,
+    }
+    if items is not None:
+        np.savez(
+            out / ITEMS,
+            titles=np.asarray(items.titles, dtype=str),
+            years=items.years,
+            genres=items.genres,
+            listed=items.listed,
+        )
+    if users is not None:
+        fields = {f"field_{name}": codes for name, (codes, _) in users.fields.items()}
+        np.savez(out / USERS, listed=users.listed, **fields)
+    for split in splits:
+        fold_dir = out if len(splits) == 1 else out / f"fold-{split.fold}"
+        seen = split.train.concat(split.valid).csr()
+        np.savez(
+            fold_dir / SEEN,
+            indptr=seen.indptr,
+            indices=seen.indices,
+            ratings=seen.data,
+            train_mean=np.float64(np.mean(split.train.ratings)),
+        )
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """A run's serving artifacts, loaded: ids, scale, side information and the seen ratings."""
+
+    root: Path  # the run directory (config, ids, metadata)
+    fold_dir: Path  # where model.pt and seen.npz are (the root, or one fold of a k-fold run)
+    user_ids: IdMap
+    item_ids: IdMap
+    scale: RatingScale
+    items: ItemInfo | None
+    users: UserInfo | None
+    seen: sp.csr_matrix  # users x items, train + valid ratings
+    train_mean: float
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def interactions(self) -> Interactions:
+        """The seen ratings as rows, for a model's ``prepare``."""
+        coo = self.seen.tocoo()
+        return Interactions(
+            coo.row.astype(np.int32), coo.col.astype(np.int32), coo.data, self.n_users, self.n_items
+        )
+
+
+def locate(run_dir: Path) -> tuple[Path, Path]:
+    """(run root, fold directory) of a run directory or of one fold of a k-fold run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DeepMovieError(f"{run_dir}: no such run directory")
+    root = run_dir if (run_dir / MANIFEST).is_file() else run_dir.parent
+    if not (root / MANIFEST).is_file():
+        raise DeepMovieError(
+            f"{run_dir}: no {MANIFEST}; this run was trained before serving artifacts existed "
+            "(or did not finish): train it again"
+        )
+    if not (run_dir / SEEN).is_file():
+        folds = sorted(p.name for p in run_dir.glob("fold-*") if p.is_dir())
+        hint = f"pass one of its folds, e.g. {run_dir / folds[0]}" if folds else "train it again"
+        raise DeepMovieError(f"{run_dir}: no {SEEN} here; {hint}")
+    return root, run_dir
+
+
+def load_artifacts(run_dir: Path) -> Artifacts:
+    """Read and check the artifacts; an unknown format version is refused with the versions named."""
+    root, fold_dir = locate(run_dir)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+        version = manifest["format"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DeepMovieError(f"{root / MANIFEST}: not a serving manifest ({exc})") from None
+    if version != FORMAT:
+        raise DeepMovieError(
+            f"{root / MANIFEST}: artifact format {version!r} (written by deepmovie "
+            f"{manifest.get('deepmovie', '?')}); this deepmovie {__version__} reads format {FORMAT}: "
+            "train the run again or use a matching deepmovie"
+        )
+    ids = _arrays(root / ID_MAPS)
+    user_ids, item_ids = IdMap(ids["users"]), IdMap(ids["items"])
+    seen_arrays = _arrays(fold_dir / SEEN)
+    seen = sp.csr_matrix(
+        (seen_arrays["ratings"], seen_arrays["indices"], seen_arrays["indptr"]),
+        shape=(len(user_ids), len(item_ids)),
+    )
+    return Artifacts(
+        root,
+        fold_dir,
+        user_ids,
+        item_ids,
+        RatingScale(**manifest["scale"]),
+        _items(root, manifest, len(item_ids)),
+        _users(root, manifest),
+        seen,
+        float(seen_arrays["train_mean"]),
+    )
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise DeepMovieError(f"{path}: no such file (an incomplete run directory)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise DeepMovieError(f"{path}: not a readable artifact ({exc})") from None
+
+
+def _items(root: Path, manifest: dict, n_items: int) -> ItemInfo | None:
+    if manifest.get("genre_names") is None:
+        return None
+    arrays = _arrays(root / ITEMS)
+    return ItemInfo(
+        [str(t) for t in arrays["titles"]],
+        arrays["years"],
+        list(manifest["genre_names"]),
+        arrays["genres"],
+        [[] for _ in range(n_items)],
+        arrays["listed"],
+    )
+
+
+def _users(root: Path, manifest: dict) -> UserInfo | None:
+    fields = manifest.get("user_fields")
+    if fields is None:
+        return None
+    arrays = _arrays(root / USERS)
+    return UserInfo(
+        {name: (arrays[f"field_{name}"], list(vocab)) for name, vocab in fields.items()}, arrays["listed"]
+    )

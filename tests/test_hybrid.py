@@ -1,0 +1,143 @@
+"""The hybrid model's parts: document tokens, the encoders (built-in and plugged in), the KAN layer,
+and the alternating algorithm on a tiny MovieLens-style folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_ratings
+from deepmovie.config import build_config
+from deepmovie.data.text import tokenize
+from deepmovie.errors import DeepMovieError
+from deepmovie.experiment import build_model, prepare, run
+from deepmovie.models.hybrid.encoders import ENCODERS, build_encoder
+from deepmovie.models.hybrid.encoders.kan import KANLinear
+
+
+def test_tokens_drop_common_words_cut_long_documents_and_pad_with_zero():
+    documents = ["The cat sat", "the dog, the DOG!", "the end of it all", ""]
+    result = tokenize(documents, max_length=3, max_df=0.5)
+    assert "the" not in result.vocabulary  # in 3 of 4 documents
+    assert "dog" in result.vocabulary
+    assert result.tokens.shape == (4, 3)
+    words = {i + 1: w for i, w in enumerate(result.vocabulary)}
+    assert [words[i] for i in result.tokens[1] if i] == ["dog", "dog"]
+    assert [words[i] for i in result.tokens[2] if i] == ["end", "of", "it"]  # cut at 3
+    assert not result.tokens[3].any()
+    with pytest.raises(DeepMovieError, match="no word is left"):
+        tokenize(["same", "same"], max_df=0.5)
+    with pytest.raises(DeepMovieError, match="max_df"):
+        tokenize(documents, max_df=0)
+
+
+@pytest.mark.parametrize("name", list(ENCODERS))
+def test_every_encoder_maps_documents_to_vectors_regardless_of_padding(name):
+    torch.manual_seed(0)
+    encoder = build_encoder(name, vocab_size=30, out_dim=6, params={}).eval()
+    tokens = torch.tensor([[3, 7, 9, 2, 0], [5, 0, 0, 0, 0], [0, 0, 0, 0, 0]])
+    out = encoder(tokens)
+    assert out.shape == (3, 6) and torch.isfinite(out).all()
+    padded = torch.nn.functional.pad(tokens, (0, 4))
+    torch.testing.assert_close(encoder(padded), out, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(out[0], out[1])
+
+
+class MeanOfWords(torch.nn.Module):
+    """A user's own encoder, loaded by ``module:test_hybrid:MeanOfWords``."""
+
+    def __init__(self, vocab_size: int, out_dim: int, scale: float = 1.0) -> None:
+        super().__init__()
+        self.embed = torch.nn.EmbeddingBag(vocab_size, out_dim, mode="mean", padding_idx=0)
+        self.scale = scale
+
+    def forward(self, tokens):
+        return self.scale * self.embed(tokens)
+
+
+def test_any_module_plugs_in_by_import_path():
+    encoder = build_encoder("module:test_hybrid:MeanOfWords", 10, 4, {"scale": 2.0})
+    assert isinstance(encoder, MeanOfWords) and encoder.scale == 2.0
+    for bad, message in [
+        ("module:no_such_module_xyz:Thing", "cannot import"),
+        ("module:test_hybrid:Missing", "no class"),
+        ("module:test_hybrid", "expected module"),
+        ("word2vec", "unknown encoder"),
+    ]:
+        with pytest.raises(DeepMovieError, match=message):
+            build_encoder(bad, 10, 4, {})
+    with pytest.raises(DeepMovieError, match="encoder 'cnn'"):
+        build_encoder("cnn", 10, 4, {"no_such_argument": 1})
+
+
+def test_kan_bases_are_a_partition_of_unity_and_the_layer_learns_a_curve():
+    layer = KANLinear(2, 1, grid=6)
+    x = torch.linspace(-0.99, 0.99, 50)[:, None].repeat(1, 2)
+    bases = layer.bases(x)
+    torch.testing.assert_close(bases.sum(-1), torch.ones(50, 2))
+    assert (bases >= 0).all()
+    torch.manual_seed(0)
+    inputs = torch.rand(256, 2) * 2 - 1
+    target = torch.sin(3 * inputs[:, :1]) + inputs[:, 1:] ** 2  # additive: one KAN layer's form
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.02)
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(layer(inputs), target)
+        loss.backward()
+        optimizer.step()
+    assert float(loss.detach()) < 0.05 * float(target.var())
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """ratings.csv plus movies.csv whose titles and genres are the items' documents."""
+    path = tmp_path_factory.mktemp("hybrid")
+    write_ratings(path / "ratings.csv", n_users=40, n_items=30, density=0.4, seed=4)
+    names = ["Action", "Comedy", "Drama", "Horror", "Romance"]
+    rows = ["movieId,title,genres"]
+    for item in range(1, 31):
+        genres = "|".join(names[k] for k in range(5) if (item >> k) & 1) or "(no genres listed)"
+        rows.append(f'{item},"Film number{item} word{item % 7} ({1980 + item})",{genres}')
+    (path / "movies.csv").write_text("\n".join(rows) + "\n")
+    return path
+
+
+def config(folder, **params):
+    return build_config(
+        {"model": "hybrid", "data": str(folder), "split": "random:0.2", "params": {"factors": 4, **params}}
+    )
+
+
+def test_items_without_training_ratings_take_their_factors_from_text(folder):
+    cfg = config(folder, encoder_epochs=2)
+    dataset, splits = prepare(cfg)
+    split = splits[0]
+    model = build_model(cfg, dataset, split, torch.device("cpu"))
+    rated = np.unique(split.train.items)
+    train = split.train.subset(split.train.items != rated[0])  # item rated[0] loses its ratings
+    model.prepare(train, seed=0)
+    prior = model.encode()
+    model.sweep_users()
+    model.sweep_items(prior)
+    torch.testing.assert_close(model.item_factors[rated[0]], prior[rated[0]])
+    assert not torch.allclose(model.item_factors[rated[1]], prior[rated[1]])
+
+
+def test_hybrid_trains_selects_by_validation_and_the_encoder_fits_the_factors(folder):
+    summary = run(config(folder, epochs=4, encoder="cnn", reg_item=1.0), None, quiet=True)
+    assert np.isfinite(summary["test_rmse"]) and summary["valid_rmse"] is not None
+    cfg = config(folder, encoder_epochs=30)
+    dataset, splits = prepare(cfg)
+    model = build_model(cfg, dataset, splits[0], torch.device("cpu"))
+    model.prepare(splits[0].train, seed=0)
+    model.train_epoch(1)
+    before = float(((model.encode() - model.item_factors) ** 2).mean())
+    model.fit_encoder(2)
+    assert float(((model.encode() - model.item_factors) ** 2).mean()) < before
+
+
+def test_hybrid_needs_documents(tmp_path):
+    path = write_ratings(tmp_path / "ratings.csv")
+    with pytest.raises(DeepMovieError, match="item documents"):
+        run(build_config({"model": "hybrid", "data": str(path)}), None, quiet=True)
