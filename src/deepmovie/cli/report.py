@@ -27,7 +27,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         ),
         *_test_rows(summary),
         (
-            f"valid {summary['monitor']} (best epoch)",
+            f"valid {_label(summary['monitor'])} (best epoch)",
             f"{_fmt(summary['valid_' + summary['monitor']])} (epoch {summary['best_epoch']})",
         ),
         ("cold test rows", f"{summary['cold_test_rows']:,} ({summary['cold_policy']})"),
@@ -49,9 +49,13 @@ def _test_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     for key, value in summary.items():
         if not key.startswith("test_") or key.endswith("_std") or value is None:
             continue
-        name = key.removeprefix("test_")
         text = _fmt(value)
         if f"{key}_std" in summary:
             text += f" ± {summary[key + '_std']:.4f}"
-        rows.append((f"test {name.upper() if name in ('rmse', 'mae', 'auc') else name}", text))
+        rows.append((f"test {_label(key.removeprefix('test_'))}", text))
     return rows
+
+
+def _label(metric: str) -> str:
+    """``rmse`` -> ``RMSE``; ranking figures such as ``ndcg@10`` stay as they are."""
+    return metric.upper() if metric in ("rmse", "mae", "auc") else metric
