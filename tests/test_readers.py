@@ -122,6 +122,14 @@ def test_header_detected_or_absent(tmp_path):
     assert f"{with_header}:1:" in message and "'rating'" in message
 
 
+def test_header_after_blank_lines(tmp_path):
+    path = write(tmp_path / "a.csv", "\n\nuser,item,rating\n1,10,4\n2,20,3.5\n")
+    raw = read_ratings(path)
+    assert raw.users.tolist() == [1, 2] and raw.ratings.tolist() == [4.0, 3.5]
+    bad = write(tmp_path / "b.csv", "\n\nuser,item,rating\n1,10,4\n2,20,x\n")
+    assert f"{bad}:5:" in error_of(read_ratings, bad)  # lines are counted from the top of the file
+
+
 def test_columns_named_by_user(tmp_path):
     path = write(tmp_path / "r.csv", "when,score,mid,uid\n100,4,m1,alice\n200,3,m2,bob\n")
     raw = read_ratings(path, columns={"user": "uid", "item": "mid", "rating": "score", "timestamp": "when"})

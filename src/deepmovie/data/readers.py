@@ -54,11 +54,12 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _first_line(path: Path, encoding: str) -> str:
+def _first_line(path: Path, encoding: str) -> tuple[str, int]:
+    """The first non-blank line, and how many blank lines come before it."""
     with open(path, encoding=encoding, errors="replace") as handle:
-        for line in handle:
+        for number, line in enumerate(handle):
             if line.strip():
-                return line.rstrip("\r\n")
+                return line.rstrip("\r\n"), number
     raise DeepMovieError(f"{path}: the file is empty (no rating rows)")
 
 
@@ -118,7 +119,7 @@ def read_ratings(
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return _read_parquet(path, columns)
 
-    first = _first_line(path, encoding)
+    first, blank_lines = _first_line(path, encoding)
     sep = sep or sniff_delimiter(first, path)
     fields = first.split(sep)
     if len(fields) < 3:
@@ -144,7 +145,8 @@ def read_ratings(
     wanted = {role: names[p * physical] for role, p in positions.items()}
     # Parse straight into the final dtypes: every later copy of 20M rows costs a second here.
     types = {wanted["rating"]: pa.float32()}
-    read = {"column_names": names, "skip_rows": int(header), "encoding": encoding, "block_size": BLOCK}
+    skipped = blank_lines + int(header)  # lines before the first row: PyArrow's skip_rows counts blank ones
+    read = {"column_names": names, "skip_rows": skipped, "encoding": encoding, "block_size": BLOCK}
     parse = pacsv.ParseOptions(delimiter=arrow_sep, quote_char='"' if sep == "," else False)
     table = None
     for timestamp_type in (pa.int64(), pa.float64()):  # integer seconds, else fractional ones
@@ -162,9 +164,9 @@ def read_ratings(
         table, error = None, f"not valid {encoding} text"  # PyArrow reads such a column as bytes
     if table is None:
         raise DeepMovieError(
-            _diagnose(path, sep, len(fields), positions, int(header), encoding) or f"{path}: {error}"
+            _diagnose(path, sep, len(fields), positions, skipped, encoding) or f"{path}: {error}"
         ) from None
-    return _columns_to_raw(table, wanted, path, int(header))
+    return _columns_to_raw(table, wanted, path, skipped)
 
 
 def _read_csv_chunks(
