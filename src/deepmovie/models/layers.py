@@ -17,6 +17,24 @@ ACTIVATIONS: dict[str, type[torch.nn.Module]] = {
 }
 
 
+def mlp(
+    width: int, sizes: list[int], activation: Activation, dropout: float = 0.0, batch_norm: bool = False
+) -> tuple[torch.nn.Sequential, int]:
+    """Linear (+ batch norm before the activation) + activation (+ dropout) per size.
+
+    Returns the stack and its output width (``width`` itself when ``sizes`` is empty)."""
+    layers: list[torch.nn.Module] = []
+    for size in sizes:
+        layers.append(torch.nn.Linear(width, size))
+        if batch_norm:
+            layers.append(torch.nn.BatchNorm1d(size))
+        layers.append(ACTIVATIONS[activation]())
+        if dropout:
+            layers.append(torch.nn.Dropout(dropout))
+        width = size
+    return torch.nn.Sequential(*layers), width
+
+
 class Biases(torch.nn.Module):
     """Per-user and per-item rating offsets ``b_u + b_i``, zero at the start.
 

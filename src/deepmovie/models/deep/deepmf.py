@@ -17,7 +17,7 @@ from pydantic import Field
 
 from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import DataInfo
-from deepmovie.models.layers import ACTIVATIONS, Activation, Biases
+from deepmovie.models.layers import Activation, Biases, mlp
 from deepmovie.models.registry import MODELS
 from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams, embedding
 
@@ -65,16 +65,7 @@ class DeepMF(MiniBatchModel):
         width += self._build_genres(params, info)
         width += self._build_years(params, info)
         width += self._build_user_features(params, info)
-        layers: list[torch.nn.Module] = []
-        for size in params.hidden:
-            layers.append(torch.nn.Linear(width, size))
-            if params.batch_norm:
-                layers.append(torch.nn.BatchNorm1d(size))
-            layers.append(ACTIVATIONS[params.activation]())
-            if params.dropout:
-                layers.append(torch.nn.Dropout(params.dropout))
-            width = size
-        self.mlp = torch.nn.Sequential(*layers)
+        self.mlp, width = mlp(width, params.hidden, params.activation, params.dropout, params.batch_norm)
         self.register_buffer("mean", torch.tensor(float(info.global_mean)))
         if params.head == "classification":
             if info.scale.step <= 0:

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from deepmovie.data.interactions import Interactions
 from deepmovie.models.base import DataInfo
-from deepmovie.models.layers import ACTIVATIONS, Activation, Biases
+from deepmovie.models.layers import Activation, Biases, mlp
 from deepmovie.models.registry import MODELS
 from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams, embedding
 
@@ -61,12 +61,7 @@ class NCF(MiniBatchModel):
             half = params.hidden[0] // 2
             self.mlp_users = embedding(info.n_users, half, std, sparse)
             self.mlp_items = embedding(info.n_items, params.hidden[0] - half, std, sparse)
-            layers: list[torch.nn.Module] = []
-            for size_in, size_out in zip(params.hidden, params.hidden[1:], strict=False):
-                layers += [torch.nn.Linear(size_in, size_out), ACTIVATIONS[params.activation]()]
-                if params.dropout:
-                    layers.append(torch.nn.Dropout(params.dropout))
-            self.mlp = torch.nn.Sequential(*layers)
+            self.mlp, _ = mlp(params.hidden[0], params.hidden[1:], params.activation, params.dropout)
             width += params.hidden[-1]
         self.out = torch.nn.Linear(width, 1)
         torch.nn.init.zeros_(self.out.bias)

@@ -24,7 +24,6 @@ from deepmovie.models.features.fields import (
     TableLayout,
     dense_statistics,
 )
-from deepmovie.models.layers import ACTIVATIONS, Activation
 from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams
 
 FieldName = Literal["user", "item", "year", "gender", "age", "occupation", "zip_prefix", "genres", "tags"]
@@ -299,19 +298,6 @@ class FeatureModel(MiniBatchModel):
         else:
             loss = ((out - ratings) ** 2).sum()
         return loss + penalty, loss
-
-
-def mlp(
-    width: int, sizes: list[int], activation: Activation, dropout: float
-) -> tuple[torch.nn.Sequential, int]:
-    """Linear + activation (+ dropout) per size; returns the stack and its output width."""
-    layers: list[torch.nn.Module] = []
-    for size in sizes:
-        layers += [torch.nn.Linear(width, size), ACTIVATIONS[activation]()]
-        if dropout:
-            layers.append(torch.nn.Dropout(dropout))
-        width = size
-    return torch.nn.Sequential(*layers), width
 
 
 Sizes = list[Annotated[int, Field(ge=1)]]

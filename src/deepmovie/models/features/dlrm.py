@@ -18,8 +18,8 @@ import torch
 from pydantic import Field
 
 from deepmovie.models.base import DataInfo
-from deepmovie.models.features.base import FeatureModel, FeatureParams, Sizes, mlp
-from deepmovie.models.layers import Activation
+from deepmovie.models.features.base import FeatureModel, FeatureParams, Sizes
+from deepmovie.models.layers import Activation, mlp
 from deepmovie.models.registry import MODELS
 
 
