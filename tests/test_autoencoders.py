@@ -46,6 +46,7 @@ def test_csr_blocks_equal_the_dense_matrix():
     torch.testing.assert_close(a_t.to_dense(), reference[pick].T)
     torch.testing.assert_close(values, reference[pick][local, cols])
     assert bool((values != 0).all()) and len(values) == int((reference[pick] != 0).sum())
+    assert rows.count(pick) == len(values)
 
 
 @pytest.mark.parametrize("based", ["item", "user"])

@@ -51,6 +51,10 @@ class SparseRows:
     def nnz(self) -> int:
         return self.matrix.nnz
 
+    def count(self, rows: torch.Tensor) -> int:
+        """Stored entries in ``rows``, from the row pointers alone."""
+        return int(np.diff(self.matrix.indptr)[rows.cpu().numpy()].sum())
+
     def block(self, rows: torch.Tensor) -> sp.csr_matrix:
         return self.matrix[rows.cpu().numpy()]
 

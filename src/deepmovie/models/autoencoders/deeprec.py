@@ -84,7 +84,7 @@ class DeepRec(AutoRec):
 
     def train_batch(self, rows: torch.Tensor) -> torch.Tensor:
         squared = super().train_batch(rows)
-        observed = len(self._rows.entries(rows)[0]) if self.params.refeed else 0
+        observed = self._rows.count(rows) if self.params.refeed else 0
         for _ in range(self.params.refeed):
             with torch.no_grad():
                 target = self.reconstruct_rows(rows)

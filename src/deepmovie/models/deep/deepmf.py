@@ -152,14 +152,20 @@ class DeepMF(MiniBatchModel):
         x, p, q = self.features(users, items)
         return self.out(self.mlp(x)), p, q
 
-    def _rating(self, output: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def _rating(
+        self, output: torch.Tensor, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """(predicted rating, squared norm of the biases it used, for L2)."""
         if self.params.head == "classification":
-            return torch.softmax(output.float(), dim=-1) @ self.levels  # the expected rating
+            return torch.softmax(output.float(), dim=-1) @ self.levels, 0.0  # the expected rating
         rating = self.mean + output[:, 0].float()
-        return rating + self.biases(users, items)[0] if self.params.biases else rating
+        if not self.params.biases:
+            return rating, 0.0
+        offsets, norm = self.biases(users, items)
+        return rating + offsets, norm
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self._rating(self.scores(users, items)[0], users, items)
+        return self._rating(self.scores(users, items)[0], users, items)[0]
 
     def predict_argmax(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The most likely rating level (the tutorial's argmax prediction); classification head only."""
@@ -184,7 +190,7 @@ class DeepMF(MiniBatchModel):
 
     def batch_loss(self, users, items, ratings):
         output, p, q = self.scores(users, items)
-        rating = self._rating(output, users, items)
+        rating, bias_norm = self._rating(output, users, items)
         squared = ((rating - ratings) ** 2).sum()
         if self.params.head == "classification":
             low, step = float(self.levels[0]), self.info.scale.step
@@ -193,10 +199,7 @@ class DeepMF(MiniBatchModel):
         else:
             objective = squared
         if self.params.reg:
-            norm = (p * p).sum() + (q * q).sum()
-            if self.params.biases:
-                norm = norm + self.biases(users, items)[1]
-            objective = objective + self.params.reg * norm
+            objective = objective + self.params.reg * ((p * p).sum() + (q * q).sum() + bias_norm)
         return objective, squared
 
 
