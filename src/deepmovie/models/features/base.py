@@ -24,6 +24,7 @@ from deepmovie.models.features.fields import (
     TableLayout,
     dense_statistics,
 )
+from deepmovie.models.layers import Activation
 from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams
 
 FieldName = Literal["user", "item", "year", "gender", "age", "occupation", "zip_prefix", "genres", "tags"]
@@ -79,6 +80,18 @@ class FeatureParams(MiniBatchParams):
         if self.hashing and not self.max_rows:
             raise ValueError("hashing needs a table size: set max_rows (e.g. max_rows=100000)")
         return self
+
+
+class NeuralFeatureParams(FeatureParams):
+    """What dlrm and dcn share: defaults chosen for dlrm on the validation rows of ML-100K fold u1."""
+
+    epochs: int = Field(40, ge=1)
+    patience: int = Field(3, ge=0)
+    optimizer: Literal["sgd", "adam", "adagrad"] = "adagrad"
+    lr: float = Field(0.01, gt=0)
+    reg: float = Field(0.3, ge=0, description="L2 on the field vectors a batch uses (per row)")
+    activation: Activation = "relu"
+    dropout: float = Field(0.3, ge=0, lt=1, description="dropout after each activation of the scoring MLP")
 
 
 class FeatureModel(MiniBatchModel):

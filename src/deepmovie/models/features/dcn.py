@@ -8,29 +8,20 @@ the deep network is an MLP on ``x0``; a linear layer scores their concatenation.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from pydantic import Field
 
 from deepmovie.models.base import DataInfo
-from deepmovie.models.features.base import FeatureModel, FeatureParams, Sizes
-from deepmovie.models.layers import Activation, mlp
+from deepmovie.models.features.base import FeatureModel, NeuralFeatureParams, Sizes
+from deepmovie.models.layers import mlp
 from deepmovie.models.registry import MODELS
 
 
-class DCNParams(FeatureParams):
+class DCNParams(NeuralFeatureParams):
     """Defaults: the dlrm ones (optimizer, reg, MLP sizes); the notes' 6 cross layers."""
 
-    epochs: int = Field(40, ge=1)
-    patience: int = Field(3, ge=0)
-    optimizer: Literal["sgd", "adam", "adagrad"] = "adagrad"
-    lr: float = Field(0.01, gt=0)
-    reg: float = Field(0.3, ge=0, description="L2 on the field vectors a batch uses (per row)")
     cross_layers: int = Field(6, ge=0, description="layers of the cross network")
     deep: Sizes = Field(default_factory=lambda: [256, 128], description="deep network hidden sizes")
-    activation: Activation = "relu"
-    dropout: float = Field(0.3, ge=0, lt=1, description="dropout after each deep-network activation")
 
 
 @MODELS.register("dcn")

@@ -12,29 +12,20 @@ projection to ``dim``. Every embedding table is one field's, laid out by
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from pydantic import Field
 
 from deepmovie.models.base import DataInfo
-from deepmovie.models.features.base import FeatureModel, FeatureParams, Sizes
-from deepmovie.models.layers import Activation, mlp
+from deepmovie.models.features.base import FeatureModel, NeuralFeatureParams, Sizes
+from deepmovie.models.layers import mlp
 from deepmovie.models.registry import MODELS
 
 
-class DLRMParams(FeatureParams):
+class DLRMParams(NeuralFeatureParams):
     """Defaults chosen on the validation rows of ML-100K fold u1 (never on u1.test)."""
 
-    epochs: int = Field(40, ge=1)
-    patience: int = Field(3, ge=0)
-    optimizer: Literal["sgd", "adam", "adagrad"] = "adagrad"
-    lr: float = Field(0.01, gt=0)
-    reg: float = Field(0.3, ge=0, description="L2 on the field vectors a batch uses (per row)")
     bottom: Sizes = Field(default_factory=lambda: [64], description="bottom MLP hidden sizes (then -> dim)")
     top: Sizes = Field(default_factory=lambda: [256, 128], description="top MLP hidden sizes (then -> 1)")
-    activation: Activation = "relu"
-    dropout: float = Field(0.3, ge=0, lt=1, description="dropout after each top-MLP activation")
 
 
 @MODELS.register("dlrm")
