@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
+from common import write_report
 
 from deepmovie import machine
 from deepmovie.config import build_config, load_config_file
@@ -72,9 +73,7 @@ def main() -> None:
         f"{s['fit_seconds']:.0f} | {published:.3f} |"
         for f, g, s, published in rows
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""What the speed benchmarks share: the tutorial's per-sample data pipeline, one engine epoch, medians."""
+"""What the benchmarks share: the tutorial's per-sample pipeline, one engine epoch, medians, the report."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -57,3 +58,10 @@ def engine_epoch(model_name: str, data: str, params: dict) -> float:
 def median(fn: Callable[[], float], repeats: int) -> tuple[float, list[float]]:
     runs = [fn() for _ in range(repeats)]
     return statistics.median(runs), runs
+
+
+def write_report(path: Path, lines: list[str]) -> None:
+    """Write a results table (Markdown lines) to ``path`` and print it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import engine_epoch, median, tutorial_epoch
+from common import engine_epoch, median, tutorial_epoch, write_report
 
 from deepmovie import machine
 from deepmovie.config import build_config, load_config_file
@@ -201,9 +201,7 @@ def main() -> None:
         else:
             reached = "yes" if rmse <= TARGET else "no"
             lines.append(f"| {name} | {seconds:.2f} | {rmse:.4f} | {reached} | {settings} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

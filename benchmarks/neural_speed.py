@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import engine_epoch, median, tutorial_epoch
+from common import engine_epoch, median, tutorial_epoch, write_report
 
 from deepmovie import machine
 from deepmovie.config import build_config, load_config_file
@@ -114,9 +114,7 @@ def main() -> None:
         f"| {what} | {m:.3f} | {', '.join(f'{r:.3f}' for r in runs)} | {n / m:,.0f} | {note} |"
         for what, m, runs, note in rows
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import argparse
 import datetime
 from pathlib import Path
 
+from common import write_report
+
 from deepmovie import machine
 from deepmovie.config import build_config, load_config_file
 from deepmovie.experiment import run
@@ -60,9 +62,7 @@ def main() -> None:
             f"| {'yes' if s.get('refit') else 'no'} | {s['fit_seconds']:.1f} | {per_epoch:.3f} "
             f"| {s['train_samples_per_second']:,.0f} | {s['cold_test_rows']} |"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 FIGURES = {
