@@ -14,6 +14,7 @@ from deepmovie.errors import DeepMovieError
 from deepmovie.experiment import build_model, prepare, run
 from deepmovie.models.hybrid.encoders import ENCODERS, build_encoder
 from deepmovie.models.hybrid.encoders.kan import KANLinear
+from deepmovie.training.evaluate import ColdFallback, predict_ratings
 
 
 def test_tokens_drop_common_words_cut_long_documents_and_pad_with_zero():
@@ -125,6 +126,15 @@ def test_items_without_training_ratings_take_their_factors_from_text(folder):
     model.sweep_items(prior)
     torch.testing.assert_close(model.item_factors[rated[0]], prior[rated[0]])
     assert not torch.allclose(model.item_factors[rated[1]], prior[rated[1]])
+    # Evaluation scores such an item with the model (its text), not with the bias fallback.
+    fallback = ColdFallback.fit(train)
+    users = np.array([split.train.users[0], split.train.users[0]])
+    items = np.array([rated[0], rated[1]])
+    predicted, cold = predict_ratings(model, fallback, users, items, dataset.scale)
+    assert cold.tolist() == [True, False]
+    expected = model.predict(torch.as_tensor(users), torch.as_tensor(items))
+    expected = expected.clamp(dataset.scale.low, dataset.scale.high).numpy()
+    np.testing.assert_allclose(predicted, expected, rtol=1e-6)
 
 
 def test_hybrid_trains_selects_by_validation_and_the_encoder_fits_the_factors(folder):

@@ -56,6 +56,9 @@ class Model(torch.nn.Module):
 
     name: ClassVar[str]
     Params: ClassVar[type[ModelParams]] = ModelParams
+    # True when the model predicts items without training ratings itself (from their content), so
+    # the evaluator's bias fallback is used only for unknown users.
+    scores_cold_items: ClassVar[bool] = False
 
     def __init__(self, params: ModelParams, info: DataInfo) -> None:
         super().__init__()

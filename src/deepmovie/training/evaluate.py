@@ -66,7 +66,8 @@ def predict_ratings(
     items_t = torch.as_tensor(items).long()
     cold = fallback.cold(users_t, items_t)
     out = fallback.predict(users_t, items_t)
-    warm = torch.nonzero(~cold).flatten()
+    by_model = ~cold | (fallback.known_users[users_t] if model.scores_cold_items else False)
+    warm = torch.nonzero(by_model).flatten()
     out[warm] = _batched(model, users_t[warm], items_t[warm])
     return out.clamp(scale.low, scale.high).numpy(), cold.numpy()
 

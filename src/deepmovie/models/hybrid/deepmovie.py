@@ -53,6 +53,7 @@ class Hybrid(PMF):
 
     Params = HybridParams
     params: HybridParams
+    scores_cold_items = True  # an unrated item's factors are encoder(its document)
 
     def __init__(self, params: HybridParams, info: DataInfo) -> None:
         super().__init__(params, info)
