@@ -41,6 +41,7 @@ PARAMS = {
     "global-mean": {},
     "deepmf": {"epochs": 3},
     "autorec": {"epochs": 3, "hidden": 16},
+    "hybrid": {"epochs": 2, "factors": 8, "encoder_epochs": 2},
 }
 
 
@@ -197,6 +198,23 @@ def test_cold_start_on_other_families_is_their_own_path_or_an_explicit_error(run
     assert deepmf.similar(1, k=3).method == "co-ratings (cosine)"
     with pytest.raises(DeepMovieError, match="not supported for model 'deepmf'"):
         deepmf.recommend(ratings=LIKES_COMEDY)
+
+
+def test_an_item_without_training_ratings_is_served_by_a_text_hybrid_only(data, tmp_path):
+    """Item 60's ratings are all test rows: PMF knows nothing of it, the hybrid has its document."""
+    lines = (data / "ratings.csv").read_text().splitlines()
+    folder = shutil.copytree(data, tmp_path / "data")
+    held = [line for line in lines[1:] if line.split(",")[1] == "60"]
+    (folder / "ratings.csv").write_text("\n".join(line for line in lines if line not in held) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join([lines[0], *held]) + "\n")
+    for model in ("pmf", "hybrid"):
+        values = {"model": model, "data": str(folder), "test_file": str(tmp_path / "test.csv")}
+        run(build_config({**values, "params": PARAMS[model]}), tmp_path / model, quiet=True)
+    with pytest.raises(UnknownIdError, match="item 60: no training ratings"):
+        Recommender.load(tmp_path / "pmf").predict(1, 60)
+    hybrid = Recommender.load(tmp_path / "hybrid")
+    assert 0.5 <= hybrid.predict(1, 60).rating <= 5
+    assert 60 in [m.item for m in hybrid.recommend(2, k=60).items]
 
 
 def test_unknown_users_and_items_are_explicit_errors(bmf):

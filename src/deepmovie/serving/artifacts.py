@@ -48,6 +48,7 @@ def write_artifacts(out: Path, dataset: Dataset, splits: list[Split]) -> None:
             years=items.years,
             genres=items.genres,
             listed=items.listed,
+            documents=np.asarray(items.documents, dtype=str),  # what a text encoder reads
         )
     if users is not None:
         fields = {f"field_{name}": codes for name, (codes, _) in users.fields.items()}
@@ -168,6 +169,7 @@ def _items(root: Path, manifest: dict, n_items: int) -> ItemInfo | None:
         arrays["genres"],
         [[] for _ in range(n_items)],
         arrays["listed"],
+        [str(d) for d in arrays["documents"]] if "documents" in arrays else [],
     )
 
 

@@ -180,7 +180,7 @@ def _svdpp(model: Model) -> Factors:
     return replace(_biased_mf(model), user_vectors=_array(vectors), implicit=_array(model.implicit.weight))
 
 
-@_register(FACTORS, "pmf")
+@_register(FACTORS, "pmf", "hybrid")  # the hybrid is PMF whose item factors had a text prior
 def _pmf(model: Model) -> Factors:
     n_users, n_items = model.info.n_users, model.info.n_items
     return Factors(
@@ -247,7 +247,8 @@ class Recommender:
             # Their predict may read training rows (AutoRec): give it the rows the model has seen.
             model.prepare(artifacts.interactions(), 0)
         item_counts = np.bincount(artifacts.seen.indices, minlength=artifacts.n_items)
-        self.known_items = item_counts > 0
+        # Items without training ratings are unknown, unless the model scores them from content.
+        self.known_items = (item_counts > 0) | model.scores_cold_items
         self.known_users = np.diff(artifacts.seen.indptr) > 0
         items = artifacts.items
         self._lower_titles = [t.lower() for t in items.titles] if items is not None else None
