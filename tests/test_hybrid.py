@@ -27,6 +27,11 @@ def test_tokens_drop_common_words_cut_long_documents_and_pad_with_zero():
     assert [words[i] for i in result.tokens[1] if i] == ["dog", "dog"]
     assert [words[i] for i in result.tokens[2] if i] == ["end", "of", "it"]  # cut at 3
     assert not result.tokens[3].any()
+    # Words of one document only are dropped with min_df=2: "dog dog" is still one document.
+    shared = tokenize(["cat dog dog", "dog bird", "fish fish"], max_df=1.0, min_df=2)
+    assert shared.vocabulary == ["dog"] and not shared.tokens[2].any()
+    with pytest.raises(DeepMovieError, match="min_df"):
+        tokenize(documents, min_df=0)
     with pytest.raises(DeepMovieError, match="no word is left"):
         tokenize(["same", "same"], max_df=0.5)
     with pytest.raises(DeepMovieError, match="max_df"):

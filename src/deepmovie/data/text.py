@@ -3,6 +3,10 @@
 As ConvMF: lower-cased word tokens, words in more than ``max_df`` of the documents dropped (they carry
 no item-specific signal), the ``max_words`` most frequent remaining words kept, each document cut to
 ``max_length`` tokens. Id 0 pads; out-of-vocabulary words are dropped, not mapped to an UNK id.
+
+Words in fewer than ``min_df`` documents are dropped too: a word of one document only (a title word,
+say) teaches nothing that carries to another item, and it lets an encoder memorize that item's
+factors, which turns the text prior into no regularization at all.
 """
 
 from __future__ import annotations
@@ -33,16 +37,24 @@ class TokenizedDocuments:
 
 
 def tokenize(
-    documents: list[str], max_length: int = 300, max_df: float = 0.5, max_words: int = 8000
+    documents: list[str],
+    max_length: int = 300,
+    max_df: float = 0.5,
+    max_words: int = 8000,
+    min_df: int = 1,
 ) -> TokenizedDocuments:
     """Word ids of every document, with the vocabulary built from the documents themselves."""
     if not 0 < max_df <= 1:
         raise DeepMovieError(f"max_df: expected a share in (0, 1], got {max_df}")
+    if min_df < 1:
+        raise DeepMovieError(f"min_df: expected a document count >= 1, got {min_df}")
     words = [WORD.findall(text.lower()) for text in documents]
     document_frequency = Counter(w for ws in words for w in set(ws))
     limit = max_df * len(documents)
     kept = [
-        w for w, n in document_frequency.most_common() if n <= limit and (max_df == 1 or n < len(documents))
+        w
+        for w, n in document_frequency.most_common()
+        if min_df <= n <= limit and (max_df == 1 or n < len(documents))
     ]
     vocabulary = kept[:max_words]
     if not vocabulary:

@@ -11,6 +11,7 @@ from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.metrics import auc, logloss, mae, ranking_metrics, rmse
 from deepmovie.models.base import Model
 from deepmovie.models.baselines import bias_sweep
+from deepmovie.models.layers import eval_mode
 
 COLD_POLICY = "baseline: global mean + the known user or item bias (regularized, from training rows)"
 PREDICT_BATCH = 1 << 18
@@ -128,27 +129,22 @@ def evaluate(
 
 @torch.no_grad()
 def _extra(model: Model, data: Interactions) -> dict[str, float]:
-    was_training = model.training
-    model.eval()
     device = model.device
-    result = model.extra_metrics(
-        torch.as_tensor(data.users, device=device).long(),
-        torch.as_tensor(data.items, device=device).long(),
-        torch.as_tensor(data.ratings, device=device).float(),
-    )
-    model.train(was_training)
-    return result
+    with eval_mode(model):
+        return model.extra_metrics(
+            torch.as_tensor(data.users, device=device).long(),
+            torch.as_tensor(data.items, device=device).long(),
+            torch.as_tensor(data.ratings, device=device).float(),
+        )
 
 
 def _batched(model: Model, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """``model.predict`` over all pairs in large batches on the model's device, in eval mode."""
-    was_training = model.training
-    model.eval()
-    out = torch.empty(len(users))
-    for start in range(0, len(users), PREDICT_BATCH):
-        rows = slice(start, start + PREDICT_BATCH)
-        out[rows] = model.predict(users[rows].to(model.device), items[rows].to(model.device)).float().cpu()
-    model.train(was_training)
+    out, device = torch.empty(len(users)), model.device
+    with eval_mode(model):
+        for start in range(0, len(users), PREDICT_BATCH):
+            rows = slice(start, start + PREDICT_BATCH)
+            out[rows] = model.predict(users[rows].to(device), items[rows].to(device)).float().cpu()
     return out
 
 
@@ -164,8 +160,6 @@ def rank(
 ) -> dict[str, float]:
     """Top-K metrics over full item rankings: test items rated >= ``relevant_rating`` are relevant,
     items seen in ``seen`` are excluded, and items never seen in training are not recommended."""
-    was_training = model.training
-    model.eval()
     unknown = ~fallback.known_items
 
     def score(users: torch.Tensor) -> torch.Tensor:
@@ -174,6 +168,5 @@ def rank(
         return scores
 
     relevant = test.subset(test.ratings >= relevant_rating).csr()
-    result = ranking_metrics(score, seen.csr(), relevant, k=k, batch_size=batch_size)
-    model.train(was_training)
-    return result
+    with eval_mode(model):
+        return ranking_metrics(score, seen.csr(), relevant, k=k, batch_size=batch_size)

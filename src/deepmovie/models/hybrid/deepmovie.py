@@ -26,6 +26,7 @@ from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import DataInfo
 from deepmovie.models.factorization.pmf import PMF, PMFParams
 from deepmovie.models.hybrid.encoders import build_encoder
+from deepmovie.models.layers import eval_mode
 from deepmovie.models.registry import MODELS
 
 ENCODE_BATCH = 1024
@@ -45,6 +46,7 @@ class HybridParams(PMFParams):
     max_length: int = Field(300, ge=1, description="words kept per document")
     max_df: float = Field(0.5, gt=0, le=1, description="drop words in more than this share of documents")
     max_words: int = Field(8000, ge=1, description="vocabulary size")
+    min_df: int = Field(1, ge=1, description="drop words in fewer documents (2: no word names one item)")
 
 
 @MODELS.register("hybrid")
@@ -62,7 +64,7 @@ class Hybrid(PMF):
             raise DeepMovieError(
                 "hybrid needs item documents: a MovieLens folder with its movies file, or --item-docs FILE"
             )
-        tokens = tokenize(documents, params.max_length, params.max_df, params.max_words)
+        tokens = tokenize(documents, params.max_length, params.max_df, params.max_words, params.min_df)
         self.vocabulary = tokens.vocabulary
         self.encoder = build_encoder(params.encoder, tokens.vocab_size, params.factors, params.encoder_params)
         # What the encoder reads per item: word ids, or its own features of the raw text.
@@ -85,11 +87,8 @@ class Hybrid(PMF):
     @torch.no_grad()
     def encode(self) -> torch.Tensor:
         """``encoder(W, X_j)`` for every item, in eval mode (no dropout)."""
-        was_training = self.encoder.training
-        self.encoder.eval()
-        out = torch.cat([self.encoder(t) for t in self.inputs.split(ENCODE_BATCH)])
-        self.encoder.train(was_training)
-        return out
+        with eval_mode(self.encoder):
+            return torch.cat([self.encoder(t) for t in self.inputs.split(ENCODE_BATCH)])
 
     def train_epoch(self, epoch: int) -> float:
         prior = self.encode()
