@@ -1,10 +1,15 @@
-"""The one straight path: data -> split -> model -> train -> evaluate -> run directory."""
+"""The one straight path: data -> split -> model -> train -> evaluate -> run directory.
+
+Under ``torchrun`` every rank walks this path (loads the data, trains its share, evaluates), and only
+rank 0 writes the run directory.
+"""
 
 from __future__ import annotations
 
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +24,17 @@ from deepmovie.errors import DeepMovieError
 from deepmovie.models import MODELS, DataInfo, Model
 from deepmovie.serving.artifacts import write_artifacts
 from deepmovie.splits import Split, make_splits
+from deepmovie.training import distributed
 from deepmovie.training.checkpoint import save_atomic
 from deepmovie.training.evaluate import COLD_POLICY, ColdFallback, Evaluator, rank
-from deepmovie.training.trainer import CHECKPOINT, Trainer
+from deepmovie.training.trainer import CHECKPOINT, FitResult, Trainer
 
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
 WEIGHTS = "model.pt"
 ID_MAPS = "ids.npz"
+# Models whose training is not data-parallel, and why (a torchrun launch of these is refused).
+NOT_DISTRIBUTED = {"hybrid": "its encoder epochs are not data-parallel; train it in one process"}
 
 
 def select_device(name: str) -> torch.device:
@@ -60,23 +68,51 @@ def build_model(config: RunConfig, dataset: Dataset, split: Split, device: torch
     return MODELS.get(config.model)(config.model_params(), info).to(device)
 
 
+def monitor(config: RunConfig, dataset: Dataset, split: Split) -> tuple[str, bool]:
+    """(validation figure that picks ``config``'s best epoch, whether higher is better): a tuner's goal."""
+    return _evaluator(config, dataset, split.train).monitor(
+        build_model(config, dataset, split, torch.device("cpu"))
+    )
+
+
+def fit_valid(
+    config: RunConfig,
+    dataset: Dataset,
+    split: Split,
+    device: torch.device,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> FitResult:
+    """Train on ``split.train``, early-stopped on ``split.valid``, writing nothing and never scoring
+    ``split.test``: what a hyperparameter search may look at."""
+    if len(split.valid) == 0:
+        raise DeepMovieError("tuning needs validation rows: set valid_fraction above 0")
+    model = build_model(config, dataset, split, device)
+    judge = _evaluator(config, dataset, split.train)
+    return Trainer(None, quiet=True).fit(
+        model, split.train, split.valid, judge, config.seed, on_epoch=on_epoch
+    )
+
+
 def run(config: RunConfig, out: Path | None, *, resume: bool = False, quiet: bool = False) -> dict:
     """Train and evaluate ``config`` on every fold of its split; write the run directory."""
     if config.test_file and config.split != RunConfig.model_fields["split"].default:
         raise DeepMovieError("--split and --test-file are exclusive: the test file is the split")
+    if distributed.active() and config.model in NOT_DISTRIBUTED:
+        raise DeepMovieError(f"{config.model} cannot run under torchrun: {NOT_DISTRIBUTED[config.model]}")
     dataset, splits = prepare(config)
-    device = select_device(config.device)
-    if out is not None:
+    device = distributed.local_device(select_device(config.device))
+    writes = out is not None and distributed.is_main()
+    if writes:
         _claim(out, resume)
         (out / CONFIG).write_text(dump_yaml(config.resolved()))
     folds = []
     for split in splits:
         fold_dir = out if out is None or len(splits) == 1 else out / f"fold-{split.fold}"
-        if fold_dir is not None:
+        if writes:
             fold_dir.mkdir(parents=True, exist_ok=True)
         folds.append(_run_fold(config, dataset, split, device, fold_dir, resume, quiet))
     summary = _combine(config, dataset, folds, device)
-    if out is not None:
+    if writes:
         np.savez(out / ID_MAPS, users=dataset.user_ids.raw, items=dataset.item_ids.raw)
         write_artifacts(out, dataset, splits)
         (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
@@ -123,7 +159,7 @@ def _run_fold(
         model = build_model(refit_config, dataset, split, device)
         judge = _evaluator(config, dataset, seen)
         refit_dir = fold_dir / "refit" if fold_dir is not None else None
-        if refit_dir is not None:
+        if refit_dir is not None and distributed.is_main():
             refit_dir.mkdir(exist_ok=True)
         empty = split.valid.subset(np.zeros(0, dtype=np.int64))
         refit = Trainer(refit_dir, quiet).fit(model, seen, empty, judge, config.seed, resume)
@@ -133,7 +169,9 @@ def _run_fold(
     if config.rank_k and model.task != "implicit":
         test["ranking"] = rank(model, judge.fallback, seen, split.test, config.rank_k, config.relevant_rating)
     if fold_dir is not None:
-        save_atomic({"format": 1, "model": config.model, "state": model.state_dict()}, fold_dir / WEIGHTS)
+        state = distributed.gather_state(model, model.state_dict())
+        if distributed.is_main():
+            save_atomic({"format": 1, "model": config.model, "state": state}, fold_dir / WEIGHTS)
     epoch_seconds = [h["seconds"] for h in history]
     trained_rows = sum(
         len(split.train) if "phase" not in h else len(split.train) + len(split.valid) for h in history
@@ -175,6 +213,7 @@ def _combine(config: RunConfig, dataset: Dataset, folds: list[dict], device: tor
         {
             "cold_policy": COLD_POLICY,
             "device": str(device),
+            "world_size": distributed.world_size(),
             "machine": machine.describe(device),
             "config": config.resolved(),
             "version": __version__,

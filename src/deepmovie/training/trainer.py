@@ -1,4 +1,9 @@
-"""The epoch loop shared by every model: validation, early stopping, checkpoints, progress, resume."""
+"""The epoch loop shared by every model: validation, early stopping, checkpoints, progress, resume.
+
+Under ``torchrun`` every rank runs this loop in lockstep: each evaluates the same validation rows, but
+rank 0's scores and stopping decision are broadcast so the ranks can never disagree (and deadlock), and
+only rank 0 writes the checkpoint and ``metrics.jsonl`` or shows progress.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +22,7 @@ from tqdm.auto import tqdm
 from deepmovie.data.interactions import Interactions
 from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import Model
+from deepmovie.training import distributed
 from deepmovie.training.checkpoint import load_weights, save_atomic
 from deepmovie.training.evaluate import Evaluator
 
@@ -46,10 +53,14 @@ class Trainer:
         evaluator: Evaluator,
         seed: int,
         resume: bool = False,
+        on_epoch: Callable[[int, float], None] | None = None,
     ) -> FitResult:
+        """Train until a stop rule fires. ``on_epoch(epoch, valid figure)`` runs after each epoch is
+        saved, so a tuner can prune a hopeless trial by raising from it."""
         params = model.params
         model.prepare(train, seed)
         state = self._load(model) if resume else None
+        distributed.broadcast_module(model)
         start = state["epoch"] if state else 0
         result = (
             FitResult(state["best_epoch"], state["best_valid"], state["history"])
@@ -68,7 +79,7 @@ class Trainer:
             initial=start,
             desc=model.name,
             unit="epoch",
-            disable=True if self.quiet else None,
+            disable=True if self.quiet or not distributed.is_main() else None,
             leave=False,
             dynamic_ncols=True,
         )
@@ -83,7 +94,7 @@ class Trainer:
                     "(--set lr=...) or raise the regularization"
                     + (f"; the last good checkpoint is {self.run_dir / CHECKPOINT}" if self.run_dir else "")
                 )
-            scores = evaluator(model, valid, train) if len(valid) else {}
+            scores = distributed.broadcast_object(evaluator(model, valid, train) if len(valid) else {})
             record = {
                 "epoch": epoch,
                 "train_loss": loss,
@@ -109,10 +120,13 @@ class Trainer:
                 previous = current
                 if change <= params.tol:
                     stop = f"relative parameter change {change:.2e} <= tol {params.tol:g}"
+            stop = distributed.broadcast_object(stop)
             if stop:
                 record["stopped"] = result.stopped_because = stop
             result.history.append(record)
             self._save(model, epoch, result, best_weights, bad_epochs)
+            if on_epoch is not None:
+                on_epoch(epoch, score)
             bar.update(1)
             bar.set_postfix(
                 loss=f"{loss:.4f}",
@@ -129,10 +143,15 @@ class Trainer:
     def _save(self, model: Model, epoch: int, result: FitResult, best: dict | None, bad_epochs: int) -> None:
         if self.run_dir is None:
             return
+        # Sharded tables are gathered whole (a collective: every rank takes part), rank 0 writes.
+        weights = distributed.gather_state(model, model.state_dict())
+        best = distributed.gather_state(model, best) if best is not None else None
+        if not distributed.is_main():
+            return
         save_atomic(
             {
                 "epoch": epoch,
-                "model": model.state_dict(),
+                "model": weights,
                 "best": best,
                 "best_epoch": result.best_epoch,
                 "best_valid": result.best_valid,

@@ -25,7 +25,8 @@ from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import DataInfo
 from deepmovie.models.layers import ACTIVATIONS, Activation
 from deepmovie.models.registry import MODELS
-from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams, clip_gradients
+from deepmovie.training import distributed
+from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams
 
 PREDICT_ELEMENTS = 1 << 23  # reconstructed entries held at once by predict (memory bound)
 
@@ -245,9 +246,9 @@ class AutoRec(MiniBatchModel):
         order = self.epoch_order(epoch)
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         for start in range(0, len(order), self.params.batch_size):
-            total += self.train_batch(order[start : start + self.params.batch_size])
+            total += self.train_batch(distributed.shard(order[start : start + self.params.batch_size]))
         self.end_epoch()
-        return float(total) / max(self._rows.nnz, 1)
+        return float(distributed.all_reduce_sum(total)) / max(self._rows.nnz, 1)
 
     def train_batch(self, rows: torch.Tensor) -> torch.Tensor:
         """One optimizer step on a batch of rows; returns the loss that the epoch's mean reports."""
@@ -265,10 +266,7 @@ class AutoRec(MiniBatchModel):
             with torch.no_grad():
                 for weight in self.weights():
                     weight.grad.add_(weight, alpha=decay)
-        if self.params.grad_clip:
-            clip_gradients(self.parameters(), self.params.grad_clip)
-        for optimizer in self._optimizers:
-            optimizer.step()
+        self.apply_gradients()
 
     def _dense_optimizer(self, params: list, weight_decay: float) -> torch.optim.Optimizer:
         if self.params.optimizer == "adam":  # the fused kernel: several times faster on these big matrices

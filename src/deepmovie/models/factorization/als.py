@@ -4,6 +4,10 @@ Each row's update ``x = (Y_r^T Y_r + lambda I)^-1 (Y_r^T r + lambda c)`` depends
 fixed factor matrix it rated. Rows are sorted by rating count and cut into chunks of similar length,
 padded to that length, so a whole chunk is one ``bmm`` plus one batched Cholesky solve: no Python loop
 over users or items, and memory bounded by the chunk size.
+
+Under ``torchrun`` the rows are dealt to the ranks in turn along the count order (so every rank gets
+a similar share of long and short rows); each rank solves its own and the solutions are all-gathered,
+so every rank ends the sweep with the whole factor matrix.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from deepmovie.training import distributed
 
 PAD_RATIO = 0.7
 
@@ -32,15 +38,27 @@ class PaddedRows:
     chunks: list[PaddedChunk]
     counts: torch.Tensor  # ratings per row
     n_rows: int
+    owners: list[torch.Tensor] | None = None  # rows each rank solves, when the sweep is sharded
 
     @classmethod
     def from_csr(
-        cls, matrix: sp.csr_matrix, values: np.ndarray, device: torch.device, budget: int = 1 << 20
+        cls,
+        matrix: sp.csr_matrix,
+        values: np.ndarray,
+        device: torch.device,
+        budget: int = 1 << 20,
+        part: tuple[int, int] = (0, 1),
     ) -> PaddedRows:
-        """``values`` are the targets in ``matrix.data`` order; ``budget`` bounds B x L per chunk."""
+        """``values`` are the targets in ``matrix.data`` order; ``budget`` bounds B x L per chunk;
+        ``part`` = (rank, world size) keeps this rank's share of the rows."""
         counts = np.diff(matrix.indptr)
         order = np.argsort(-counts, kind="stable")
         order = order[counts[order] > 0]
+        rank, world = part
+        owners = None
+        if world > 1:
+            owners = [torch.as_tensor(order[r::world], device=device) for r in range(world)]
+        order = order[rank::world]
         indptr = torch.as_tensor(matrix.indptr, dtype=torch.long)
         indices = torch.as_tensor(matrix.indices, dtype=torch.long)
         targets = torch.as_tensor(values, dtype=torch.float32)
@@ -66,7 +84,7 @@ class PaddedRows:
                 )
             )
             start += size
-        return cls(chunks, counts_t.to(device), matrix.shape[0])
+        return cls(chunks, counts_t.to(device), matrix.shape[0], owners)
 
 
 def solve_rows(
@@ -110,4 +128,6 @@ def solve_rows(
         out[chunk.rows] = solution
         residual = values - torch.bmm(gathered, solution[..., None])[..., 0]
         squared_error += (residual * residual).sum()
-    return float(squared_error)
+    if padded.owners is not None:
+        distributed.all_gather_rows(out, padded.owners)
+    return float(distributed.all_reduce_sum(squared_error))

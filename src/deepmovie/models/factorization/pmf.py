@@ -10,6 +10,7 @@ from deepmovie.data.interactions import Interactions
 from deepmovie.models.base import DataInfo, Model, ModelParams
 from deepmovie.models.factorization.als import PaddedRows, solve_rows
 from deepmovie.models.registry import MODELS
+from deepmovie.training import distributed
 
 
 class PMFParams(ModelParams):
@@ -42,9 +43,10 @@ class PMF(Model):
         by_user = train.csr()
         by_item = sp.csr_matrix(by_user.T)
         by_item.sort_indices()
-        mean = float(self.mean)
-        self._by_user = PaddedRows.from_csr(by_user, by_user.data - mean, device, self.params.solve_budget)
-        self._by_item = PaddedRows.from_csr(by_item, by_item.data - mean, device, self.params.solve_budget)
+        mean, budget = float(self.mean), self.params.solve_budget
+        part = (distributed.rank(), distributed.world_size())  # torchrun: each rank solves its share
+        self._by_user = PaddedRows.from_csr(by_user, by_user.data - mean, device, budget, part)
+        self._by_item = PaddedRows.from_csr(by_item, by_item.data - mean, device, budget, part)
         self._n_train = len(train)
 
     def train_epoch(self, epoch: int) -> float:
