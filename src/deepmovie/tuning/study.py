@@ -1,0 +1,304 @@
+"""Hyperparameter search with Optuna, judged on the validation rows carved from the training part.
+
+Every trial trains through :func:`deepmovie.experiment.fit_valid`, which never scores the test rows:
+a tuned figure is therefore an honest validation figure, and the test rows stay unseen until a run
+of ``best.yaml``. Each epoch's validation figure feeds a median pruner; trials run in parallel
+worker processes (one torch thread pool each, sized so they share the cores), all writing to one
+SQLite study, so running the same command again continues the study where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from deepmovie import machine
+from deepmovie.config import RunConfig, build_config, dump_yaml
+from deepmovie.data.dataset import Dataset
+from deepmovie.errors import DeepMovieError
+from deepmovie.experiment import fit_valid, monitor, prepare, select_device
+from deepmovie.splits import Split
+from deepmovie.tuning.spaces import Space, get_space
+
+STUDY_DB = "study.db"
+BEST = "best.yaml"
+REPORT = "study.md"
+PLOT = "study.png"
+# The pruner waits for a few finished trials and epochs before it compares curves: early epochs of
+# a slow learning rate look bad and are not.
+PRUNE_AFTER_TRIALS = 5
+PRUNE_AFTER_EPOCHS = 8
+TOP = 10
+
+
+def tune(
+    config: RunConfig,
+    out: Path,
+    trials: int,
+    *,
+    jobs: int = 1,
+    study_name: str | None = None,
+    storage: str | None = None,
+    timeout: float | None = None,
+    command: str | None = None,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Run ``trials`` more trials of ``config.model``'s search space; write ``best.yaml`` and
+    ``study.md`` to ``out``. Returns the study's summary (best value, params, trial counts)."""
+    space_of = get_space(config.model)  # an unknown model fails here, before any data is read
+    if trials < 1 or jobs < 1:
+        raise DeepMovieError(f"--trials {trials} and --jobs {jobs} must both be at least 1")
+    if timeout is not None and timeout <= 0:
+        raise DeepMovieError(f"--timeout {timeout:g}: must be a positive number of seconds")
+    dataset, split = _one_split(config)
+    goal, higher_is_better = monitor(config, dataset, split)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{out / STUDY_DB}"
+    study_name = study_name or config.model
+    _verbosity(quiet)
+    study = _open(config, study_name, storage, "maximize" if higher_is_better else "minimize")
+    done = len(study.trials)
+    if done == 0:
+        _enqueue_start(study, config, space_of)
+    shares = [trials // jobs + (w < trials % jobs) for w in range(jobs)]
+    threads = max(1, torch.get_num_threads() // jobs)
+    tasks = [
+        (config.resolved(), study_name, storage, n, timeout, threads, config.seed + 1000 * done + w, quiet)
+        for w, n in enumerate(shares)
+        if n
+    ]
+    if len(tasks) == 1:
+        _optimize(*tasks[0], data=(dataset, split))
+    else:
+        with ProcessPoolExecutor(len(tasks), mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in [pool.submit(_optimize, *task) for task in tasks]:
+                future.result()
+    study = optuna.load_study(study_name=study_name, storage=_storage(storage))
+    summary = _summarize(study, config, goal, storage, command)
+    if summary["best_value"] is None:
+        raise DeepMovieError(f"study {study_name!r}: no trial finished ({summary['trials']}); see {storage}")
+    (out / BEST).write_text(_best_yaml(study, config, summary))
+    (out / REPORT).write_text(_report(study, summary))
+    _plot(study, summary, out / PLOT)
+    return summary
+
+
+def _one_split(config: RunConfig) -> tuple[Dataset, Split]:
+    if config.test_file and config.split != RunConfig.model_fields["split"].default:
+        raise DeepMovieError("--split and --test-file are exclusive: the test file is the split")
+    dataset, splits = prepare(config)
+    if len(splits) != 1:
+        raise DeepMovieError(f"split {config.split!r} has {len(splits)} folds; tune on one, e.g. kfold:5:1")
+    if len(splits[0].valid) == 0:
+        raise DeepMovieError("tuning needs validation rows: set valid_fraction above 0")
+    return dataset, splits[0]
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB storage; SQLite waits for a busy file instead of failing when workers write at once."""
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or path: say which, once
+        raise DeepMovieError(f"--storage {url}: cannot open ({str(exc).splitlines()[0]})") from None
+
+
+def _open(config: RunConfig, name: str, storage: str, direction: str) -> optuna.Study:
+    """Create the study, or continue it when it exists and was started with the same configuration."""
+    study = optuna.create_study(
+        study_name=name,
+        storage=_storage(storage),
+        direction=direction,
+        load_if_exists=True,
+        pruner=_pruner(),
+    )
+    started = study.user_attrs.get("config")
+    if started is None:
+        study.set_user_attr("config", config.resolved())
+    elif started != config.resolved():
+        changed = sorted(
+            k for k in {*started, *config.resolved()} if started.get(k) != config.resolved().get(k)
+        )
+        raise DeepMovieError(
+            f"study {name!r} in {storage} was started with another configuration (differs in "
+            f"{', '.join(changed)}); run the same command to continue it, or choose another --study"
+        )
+    return study
+
+
+def _enqueue_start(study: optuna.Study, config: RunConfig, space_of: Space) -> None:
+    """Make trial 0 the config being tuned (its values of the searched parameters, where the space
+    holds them), so a search started from a hand-tuned preset can only match or improve on it."""
+    probe = optuna.create_study().ask()  # in memory: only to learn the space's names and ranges
+    space_of(probe)
+    base = config.model_params().model_dump()
+    start = {
+        name: base[name]
+        for name, distribution in probe.distributions.items()
+        if name in base and _within(distribution, base[name])
+    }
+    if start:
+        study.enqueue_trial(start)
+
+
+def _within(distribution: optuna.distributions.BaseDistribution, value: Any) -> bool:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return value in distribution.choices
+    return distribution.low <= value <= distribution.high
+
+
+def _pruner() -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS, n_warmup_steps=PRUNE_AFTER_EPOCHS)
+
+
+def _verbosity(quiet: bool) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING if quiet else optuna.logging.INFO)
+
+
+def _optimize(
+    resolved: dict[str, Any],
+    study_name: str,
+    storage: str,
+    trials: int,
+    timeout: float | None,
+    threads: int,
+    seed: int,
+    quiet: bool,
+    data: tuple[Dataset, Split] | None = None,
+) -> None:
+    """One worker: ``trials`` trials of the shared study (its own process unless ``data`` is given)."""
+    config = build_config(resolved)
+    if data is None:  # a spawned worker: its own data and its share of the cores
+        torch.set_num_threads(threads)
+        _verbosity(quiet)
+        data = _one_split(config)
+    dataset, split = data
+    device = select_device(config.device)
+    space_of = get_space(config.model)
+    study = optuna.load_study(
+        study_name=study_name,
+        storage=_storage(storage),
+        sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+        pruner=_pruner(),
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {**config.params, **space_of(trial)}
+        trial.set_user_attr("params", params)
+
+        def report(epoch: int, score: float) -> None:
+            trial.report(score, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: valid {score:.4f} below the median")
+
+        fit = fit_valid(config.model_copy(update={"params": params}), dataset, split, device, report)
+        trial.set_user_attr("best_epoch", fit.best_epoch)
+        return fit.best_valid
+
+    # A diverged trial (non-finite loss) is a failed trial, not the end of the study.
+    study.optimize(objective, n_trials=trials, timeout=timeout, catch=(DeepMovieError,))
+
+
+def _summarize(
+    study: optuna.Study, config: RunConfig, goal: str, storage: str, command: str | None
+) -> dict[str, Any]:
+    states = optuna.trial.TrialState
+    best = study.best_trial if any(t.state == states.COMPLETE for t in study.trials) else None
+    return {
+        "study": study.study_name,
+        "storage": storage,
+        "model": config.model,
+        "data": config.data,
+        "split": "file" if config.test_file else config.split,
+        "seed": config.seed,
+        "monitor": f"valid_{goal}",
+        "direction": study.direction.name.lower(),
+        "best_value": best.value if best else None,
+        "best_trial": best.number if best else None,
+        "best_epoch": best.user_attrs.get("best_epoch") if best else None,
+        "best_params": best.params if best else None,  # as sampled; best.yaml has the full set
+        "trials": {s.name.lower(): sum(t.state == s for t in study.trials) for s in states},
+        "command": command,
+        "machine": machine.describe(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _best_yaml(study: optuna.Study, config: RunConfig, summary: dict[str, Any]) -> str:
+    """The full resolved config of the best trial, for ``deepmovie train --config``: its params and
+    its best epoch as the epoch budget, so a run of it stops where the trial peaked."""
+    params = {**study.best_trial.user_attrs["params"], "epochs": summary["best_epoch"]}
+    resolved = build_config({**config.model_dump(), "params": params}).resolved()
+    n = summary["trials"]
+    header = (
+        f"# Tuned by `deepmovie tune`: study {summary['study']!r}, best of {n['complete']} complete trials "
+        f"({n['pruned']} pruned): trial {summary['best_trial']},\n"
+        f"# best {summary['monitor']} {summary['best_value']:.4f} at epoch {summary['best_epoch']}, "
+        "scored on the validation part of the training rows only (never the test rows).\n"
+    )
+    return header + dump_yaml(resolved)
+
+
+def _report(study: optuna.Study, summary: dict[str, Any]) -> str:
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    ranked = sorted(complete, key=lambda t: t.value, reverse=summary["direction"] == "maximize")[:TOP]
+    counts = ", ".join(f"{v} {k}" for k, v in summary["trials"].items() if v)
+    lines = [
+        f"# Tuning {summary['model']} on {summary['data']} ({summary['split']}, seed {summary['seed']})",
+        "",
+        f"- command: `{summary['command'] or 'deepmovie.tuning.tune (Python API)'}`",
+        f"- date: {summary['date']}",
+        f"- machine: {summary['machine']}; {os.environ.get('OMP_NUM_THREADS', 'default')} OMP threads",
+        f"- study: {summary['study']!r} in `{summary['storage']}` ({counts})",
+        f"- objective: best {summary['monitor']} of a trial ({summary['direction']}), on the validation "
+        "part of the training rows; the test rows are never scored while tuning",
+        f"- pruning: median of earlier trials at the same epoch, after {PRUNE_AFTER_TRIALS} trials and "
+        f"{PRUNE_AFTER_EPOCHS} epochs",
+        f"- best: trial {summary['best_trial']}, {summary['monitor']} **{summary['best_value']:.4f}** "
+        f"at epoch {summary['best_epoch']}",
+        f"- best params: `{summary['best_params']}`",
+        "",
+        f"| rank | trial | {summary['monitor']} | best epoch | seconds | sampled |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rank, trial in enumerate(ranked, start=1):
+        seconds = trial.duration.total_seconds() if trial.duration else float("nan")
+        sampled = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+        lines.append(
+            f"| {rank} | {trial.number} | {trial.value:.4f} | {trial.user_attrs.get('best_epoch')} "
+            f"| {seconds:.1f} | {sampled} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(study: optuna.Study, summary: dict[str, Any], path: Path) -> None:
+    """Each finished trial's figure and the best so far, by trial number: is the search still gaining?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    numbers = [t.number for t in complete]
+    values = [t.value for t in complete]
+    best = max if summary["direction"] == "maximize" else min
+    running = [best(values[: n + 1]) for n in range(len(values))]
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    axes.scatter(numbers, values, s=14, label="complete trial")
+    axes.step(numbers, running, where="post", color="black", label="best so far")
+    axes.set(xlabel="trial", ylabel=summary["monitor"], title=f"{summary['model']} on {summary['data']}")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
