@@ -131,19 +131,26 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Train a model, evaluate it on the test rows once, and write RUN_DIR."""
+    """Train a model, evaluate it on the test rows once, and write RUN_DIR (under torchrun: data
+    parallel over the ranks, rank 0 writes and prints)."""
+    from deepmovie.training import distributed
+
+    distributed.start(device or "auto")
+    _quiet(quiet or not distributed.is_main())
     from deepmovie.experiment import CONFIG, run
 
-    _quiet(quiet)
     if resume is not None:
         run_config = build_config(load_config_file(resume / CONFIG))
         summary = run(run_config, resume, resume=True, quiet=quiet)
-        print_summary(summary)
+        _print_summary(summary)
         return
-    if model is None:
-        raise DeepMovieError("train needs a MODEL (see `deepmovie models`) or --resume RUN_DIR")
     values: dict[str, Any] = load_config_file(config) if config else {}
-    values["model"] = model
+    if model is not None:
+        values["model"] = model
+    if "model" not in values:
+        raise DeepMovieError(
+            "train needs a MODEL (see `deepmovie models`), a --config that names one, or --resume RUN_DIR"
+        )
     given = {
         "data": data,
         "split": split,
@@ -172,7 +179,15 @@ def train(
     values["params"] = {**(values.get("params") or {}), **parse_assignments(set_ or [])}
     run_config = build_config(values)
     summary = run(run_config, out, quiet=quiet)
-    print_summary(summary)
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    """Only rank 0 of a torchrun launch prints (the others ran quiet)."""
+    from deepmovie.training import distributed
+
+    if distributed.is_main():
+        print_summary(summary)
 
 
 def _pairs(text: str, option: str) -> dict[str, str]:
@@ -183,6 +198,140 @@ def _pairs(text: str, option: str) -> dict[str, str]:
             raise DeepMovieError(f"{option} {text!r}: expected role=column pairs")
         pairs[key.strip()] = value.strip()
     return pairs
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Argument(help="model name (see `deepmovie models`)")],
+    trials: Annotated[int, typer.Option(help="trials to add to the study")],
+    out: Annotated[Path, typer.Option(help="folder for best.yaml, study.md (and study.db by default)")],
+    data: Annotated[str | None, typer.Option(help="dataset name, folder or ratings file")] = None,
+    split: Annotated[str | None, typer.Option(help="random:0.1, fold:u1, kfold:5:1, ...")] = None,
+    test_file: Annotated[str | None, typer.Option(help="explicit test ratings; DATA is then train")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config: the fixed settings")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="fixed model parameter key=value")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    valid_fraction: Annotated[float | None, typer.Option(help="share of train that scores trials")] = None,
+    refit: Annotated[
+        bool | None, typer.Option("--refit/--no-refit", help="best.yaml retrains on train+valid")
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="trials run at once (worker processes)")] = 1,
+    study: Annotated[str | None, typer.Option(help="study name (default: the model)")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default: sqlite in --out)")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="stop starting trials after this many seconds")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Search MODEL's hyperparameters on the validation rows (never the test rows); write best.yaml."""
+    import shlex
+
+    from deepmovie.tuning import tune as run_tune
+
+    _quiet(quiet)
+    values: dict[str, Any] = load_config_file(config) if config else {}
+    given = {
+        "model": model,
+        "data": data,
+        "split": split,
+        "test_file": test_file,
+        "seed": seed,
+        "device": device,
+        "valid_fraction": valid_fraction,
+        "refit": refit,
+    }
+    values.update({k: v for k, v in given.items() if v is not None})
+    values["params"] = {**(values.get("params") or {}), **parse_assignments(set_ or [])}
+    summary = run_tune(
+        build_config(values),
+        out,
+        trials,
+        jobs=jobs,
+        study_name=study,
+        storage=storage,
+        timeout=timeout,
+        command="deepmovie " + shlex.join(sys.argv[1:]),
+        quiet=quiet or not sys.stderr.isatty(),
+    )
+    typer.echo(
+        f"best {summary['monitor']} {summary['best_value']:.4f} (trial {summary['best_trial']}, epoch "
+        f"{summary['best_epoch']}); trials: "
+        + ", ".join(f"{v} {k}" for k, v in summary["trials"].items() if v)
+        + f"\n{out / 'best.yaml'}  {out / 'study.md'}"
+    )
+
+
+@app.command()
+def blend(
+    runs: Annotated[list[Path], typer.Argument(help="run directories (trained without --refit)")],
+    out: Annotated[Path | None, typer.Option(help="folder for summary.json and blend.md")] = None,
+    twin: Annotated[
+        list[Path] | None,
+        typer.Option(help="a member's --refit twin for the test predictions (one per member, in order)"),
+    ] = None,
+    ridge: Annotated[float, typer.Option(help="L2 on the weights, per validation row")] = 1e-4,
+) -> None:
+    """Blend runs: weights fitted on the validation rows, scored once on the test rows."""
+    import shlex
+
+    from deepmovie.blend import blend as run_blend
+
+    summary = run_blend(runs, out, twins=twin, ridge=ridge, command="deepmovie " + shlex.join(sys.argv[1:]))
+    for m in summary["members"]:
+        typer.echo(
+            f"{m['model']:12s} weight {m['weight']:+.4f}  valid RMSE {m['valid_rmse']:.4f}  "
+            f"test RMSE {m['test_rmse']:.4f}  {m['run']}"
+        )
+    typer.echo(
+        f"{'blend':12s} intercept {summary['intercept']:+.4f}  valid RMSE {summary['valid_rmse']:.4f}  "
+        f"test RMSE {summary['test_rmse']:.4f}  test MAE {summary['test_mae']:.4f}"
+    )
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="bench folder: results.{md,json,csv}, plots, runs/")],
+    models: Annotated[
+        list[str] | None, typer.Argument(help="MODEL[,MODEL...]; an entry may be LABEL=MODEL@PRESET.yaml")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="dataset name, folder or ratings file")] = None,
+    split: Annotated[str | None, typer.Option(help="random:0.1, convmf, fold:u1, ...")] = None,
+    test_file: Annotated[str | None, typer.Option(help="explicit test ratings; DATA is then train")] = None,
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds, e.g. 0,1,2")] = "0",
+    tuned: Annotated[bool, typer.Option(help="use configs/tuned/<model>-<dataset>.yaml presets")] = False,
+    config_dir: Annotated[Path, typer.Option(help="where presets and tuned/ presets live")] = Path("configs"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="parameter key=value, every entry")] = None,
+    peers: Annotated[str | None, typer.Option(help="peer libraries on the same split: surprise")] = None,
+    suite: Annotated[str | None, typer.Option(help="tutorial, lecture, dlrm or deepmovie")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    note: Annotated[list[str] | None, typer.Option(help="a line for results.md, e.g. the load")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Run models x seeds (+ peers) on one split; write mean ± std tables and plots to OUT."""
+    import shlex
+
+    from deepmovie.bench import run_bench
+
+    _quiet(quiet)
+    rows = run_bench(
+        list(models or []),
+        out=out,
+        suite=suite,
+        data=data,
+        split=split,
+        test_file=test_file,
+        seeds=seeds,
+        tuned=tuned,
+        config_dir=config_dir,
+        params=parse_assignments(set_ or []),
+        peers=[p for p in (peers or "").split(",") if p],
+        device=device,
+        command=shlex.join(["deepmovie", *sys.argv[1:]]),
+        notes=note,
+        log=(lambda line: None) if quiet else (lambda line: typer.echo(line, err=True)),
+    )
+    typer.echo(f"{len(rows)} rows -> {out / 'results.md'}")
 
 
 RunDir = Annotated[Path, typer.Argument(help="a run directory written by `deepmovie train --out`")]

@@ -1,0 +1,142 @@
+"""Run a bench: every entry for every seed into ``OUT/runs/<label>-seed<k>/``, peers beside them.
+
+A run directory that already holds a ``summary.json`` of the same config is reused, not retrained, and
+an interrupted one is resumed from its checkpoint: a bench killed half-way continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deepmovie.bench.entries import Entry, Setting
+from deepmovie.bench.peers import Peer, run_peer
+from deepmovie.config import RunConfig, build_config, load_config_file
+from deepmovie.errors import DeepMovieError
+from deepmovie.experiment import CONFIG, SUMMARY, prepare, run
+
+RUNS = "runs"
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained (or reused) run: what the report aggregates over seeds."""
+
+    label: str
+    model: str
+    seed: int
+    source: str  # "deepmovie", or the peer library
+    run_dir: Path
+    summary: dict[str, Any]
+    reused: bool
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise DeepMovieError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise DeepMovieError(f"--seeds {text!r}: seeds must be distinct and not negative")
+    return seeds
+
+
+Planned = list[tuple[Entry, int, RunConfig]]
+
+
+def plan(entries: list[Entry], setting: Setting, seeds: list[int]) -> Planned:
+    """Every (entry, seed) run config, built (and so checked) before anything is written or trained."""
+    return [(entry, seed, setting.config(entry, seed)) for entry in entries for seed in seeds]
+
+
+def run_entries(configs: Planned, out: Path, log: Log) -> list[Run]:
+    """Train (or reuse) each planned run in ``out/runs/<label>-seed<k>/``."""
+    runs = []
+    for entry, seed, config in configs:
+        run_dir = out / RUNS / f"{entry.label}-seed{seed}"
+        summary, reused = _train_or_reuse(config, run_dir)
+        runs.append(Run(entry.label, entry.model, seed, "deepmovie", run_dir, summary, reused))
+        log(_line(runs[-1]))
+    return runs
+
+
+def _train_or_reuse(config: RunConfig, run_dir: Path) -> tuple[dict[str, Any], bool]:
+    wanted = _plain(config.resolved())
+    if (run_dir / SUMMARY).is_file():
+        summary = json.loads((run_dir / SUMMARY).read_text())
+        _same(run_dir, _plain(summary["config"]), wanted)
+        return summary, True
+    resume = (run_dir / CONFIG).is_file()
+    if resume:
+        _same(run_dir, _plain(build_config(load_config_file(run_dir / CONFIG)).resolved()), wanted)
+    return run(config, run_dir, resume=resume, quiet=True), False
+
+
+def _same(run_dir: Path, found: dict, wanted: dict) -> None:
+    if found != wanted:
+        differ = sorted(k for k in wanted.keys() | found.keys() if found.get(k) != wanted.get(k))
+        raise DeepMovieError(
+            f"{run_dir} holds a run of another config ({', '.join(differ)} differ); "
+            "remove it or choose another --out"
+        )
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """As JSON reads it back (tuples become lists), so stored and new configs compare equal."""
+    return json.loads(json.dumps(values))
+
+
+def run_peers(peers: list[Peer], setting: Setting, seeds: list[int], out: Path, log: Log) -> list[Run]:
+    """Fit each peer on each seed's split: the same rows the entries were trained and scored on."""
+    runs = []
+    for seed in seeds:
+        splits = None
+        for peer in peers:
+            run_dir = out / RUNS / f"{peer.label}-seed{seed}"
+            wanted = _plain(
+                {
+                    "peer": peer.label,
+                    "algorithm": peer.algorithm,
+                    "settings": peer.settings,
+                    "data": setting.data,
+                    "split": setting.split,
+                    "test_file": setting.test_file,
+                    "seed": seed,
+                }
+            )
+            path = run_dir / SUMMARY
+            reused = path.is_file()
+            if reused:
+                summary = json.loads(path.read_text())
+                _same(run_dir, summary["config"], wanted)
+            else:
+                if splits is None:
+                    dataset, splits = prepare(setting.rows_config(seed))
+                    scale = (dataset.scale.low, dataset.scale.high)
+                summary = {"model": peer.label, **run_peer(peer, splits, scale, seed), "config": wanted}
+                run_dir.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(summary, indent=2) + "\n")
+            runs.append(Run(peer.label, peer.algorithm, seed, "surprise", run_dir, summary, reused))
+            log(_line(runs[-1]))
+    return runs
+
+
+def metric_of(summary: dict[str, Any]) -> str:
+    """The test figure that ranks a task: rmse (rating), auc (like) or ndcg@K (implicit)."""
+    task = summary.get("task", "rating")
+    if task == "like":
+        return "auc"
+    if task == "implicit":
+        return next(k.removeprefix("test_") for k in summary if k.startswith("test_ndcg@"))
+    return "rmse"
+
+
+def _line(run: Run) -> str:
+    s, metric = run.summary, metric_of(run.summary)
+    done = "reused" if run.reused else f"{s['fit_seconds']:.1f} s"
+    return f"{run.label} seed {run.seed}: test {metric.upper()} {s[f'test_{metric}']:.4f} ({done})"
