@@ -224,3 +224,20 @@ def test_hybrid_trains_its_head_on_frozen_minilm_vectors(minilm_installed, folde
     assert np.isfinite(summary["test_rmse"])
     # Only the head trains: MiniLM's 22M weights are not part of the model.
     assert summary["parameters"] < 100_000
+
+
+@pytest.mark.parametrize("encoder", ["cnn", "lstm"])
+def test_batches_cut_to_their_longest_document_encode_as_the_full_padding(folder, encoder):
+    cfg = config(folder, encoder=encoder)
+    dataset, splits = prepare(cfg)
+    model = build_model(cfg, dataset, splits[0], torch.device("cpu"))
+    # Three documents much longer than the others, so most batches are cut well short of them.
+    model.inputs = torch.nn.functional.pad(model.inputs, (0, 6))
+    model.inputs[:3] = torch.where(model.inputs[:3] == 0, 5, model.inputs[:3])
+    model.words = (model.inputs != 0).sum(1)
+    model.encoder.eval()
+    with torch.no_grad():
+        full = model.encoder(model.inputs)
+    torch.testing.assert_close(model.encode(), full, atol=1e-5, rtol=1e-4)
+    assert model.batch(torch.arange(0, 10)).shape[1] == model.inputs.shape[1]
+    assert model.batch(torch.arange(3, 10)).shape[1] <= model.inputs.shape[1] - 6

@@ -75,6 +75,9 @@ class Hybrid(PMF):
                 f"encoder {params.encoder!r}: featurize gave {len(inputs)} rows for {len(documents)} items"
             )
         self.register_buffer("inputs", inputs, persistent=False)
+        # Words per document (trailing zeros pad): batches of word ids are cut to their longest one.
+        words = (inputs != 0).sum(1) if inputs.dtype == torch.long and inputs.dim() == 2 else None
+        self.register_buffer("words", words, persistent=False)
 
     def prepare(self, train: Interactions, seed: int) -> None:
         super().prepare(train, seed)
@@ -87,8 +90,21 @@ class Hybrid(PMF):
     @torch.no_grad()
     def encode(self) -> torch.Tensor:
         """``encoder(W, X_j)`` for every item, in eval mode (no dropout)."""
+        # Shortest documents first, so each batch is cut to a similar length; then back in item order.
+        order = torch.argsort(self.words) if self.words is not None else torch.arange(len(self.inputs))
+        out = torch.empty(len(self.inputs), self.params.factors, device=self.inputs.device)
         with eval_mode(self.encoder):
-            return torch.cat([self.encoder(t) for t in self.inputs.split(ENCODE_BATCH)])
+            for rows in order.to(self.inputs.device).split(ENCODE_BATCH):
+                out[rows] = self.encoder(self.batch(rows))
+        return out
+
+    def batch(self, rows: torch.Tensor) -> torch.Tensor:
+        """The encoder's input for ``rows``; word ids lose the padding columns no row of them needs
+        (encoders ignore padding, so this only skips convolving or attending over zeros)."""
+        inputs = self.inputs[rows]
+        if self.words is None:
+            return inputs
+        return inputs[:, : max(int(self.words[rows].max()), 1)]
 
     def train_epoch(self, epoch: int) -> float:
         prior = self.encode()
@@ -110,7 +126,7 @@ class Hybrid(PMF):
             for rows in order.split(self.params.encoder_batch_size):
                 self._optimizer.zero_grad(set_to_none=True)
                 loss = torch.nn.functional.mse_loss(
-                    self.encoder(self.inputs[rows]), target[rows], reduction="sum"
+                    self.encoder(self.batch(rows)), target[rows], reduction="sum"
                 )
                 loss.backward()
                 self._optimizer.step()

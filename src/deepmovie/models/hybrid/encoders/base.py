@@ -2,7 +2,8 @@
 
 An encoder is any ``torch.nn.Module`` built as ``Encoder(vocab_size, out_dim, **params)`` whose
 ``forward(tokens)`` maps padded word ids ``(batch, length)`` (0 = padding) to ``(batch, out_dim)``
-item vectors. An encoder that reads the raw text instead defines ``featurize(documents) -> Tensor``
+item vectors; a batch may be cut to its longest document, so padding must not change the output.
+An encoder that reads the raw text instead defines ``featurize(documents) -> Tensor``
 (one row per item, computed once); ``forward`` then receives batches of those rows. Built-in ones are
 registered by name; ``module:package.module:ClassName`` loads any class with that signature, so a
 user's own network plugs in without touching the project.
