@@ -125,6 +125,8 @@ def main() -> None:
     args = parser.parse_args()
     params = json.loads(args.params)
 
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.workdir))
     synth, folder = None, args.data
     if folder is None:
