@@ -19,7 +19,7 @@ from conftest import write_ratings
 from deepmovie.bench import run_bench
 from deepmovie.bench.entries import Entry, Setting, dataset_name, parse_entries
 from deepmovie.bench.runner import parse_seeds
-from deepmovie.bench.suites import HYBRID_ENCODERS, SUITES, Suite
+from deepmovie.bench.suites import HYBRID_REG_ITEM, SUITES, Suite
 from deepmovie.errors import DeepMovieError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_every_suite_entry_builds_a_config_from_the_committed_presets():
     from deepmovie.models.hybrid.encoders import ENCODERS
 
     hybrids = [e for e in SUITES["deepmovie"].entries if e.model == "hybrid"]
-    assert {e.params["encoder"] for e in hybrids} == set(HYBRID_ENCODERS)
+    assert {e.params["encoder"] for e in hybrids} == set(HYBRID_REG_ITEM)
     for entry in hybrids:
         assert (entry.missing() is None) == (entry.params["encoder"] in ENCODERS)
     lecture = SUITES["lecture"].resolved(REPO / "configs")

@@ -48,7 +48,17 @@ _TUTORIAL_DEEPMF = {
 # The notes' SGD vs Adagrad comparison on the like task (features.md): 5 epochs, no early stopping.
 _OPTIMIZERS = {"sgd": 0.0001, "adagrad": 0.01}
 
-HYBRID_ENCODERS = ("cnn", "cnn-kan", "lstm", "resnet", "transformer", "minilm")
+# The poster's table as in benchmarks/results/hybrid-ml-1m.md: 50 factors, lambda_U 0.1 (PMF's, chosen on
+# validation) and each encoder's lambda_V chosen there on validation rows.
+_POSTER = {"factors": 50, "epochs": 40, "patience": 3, "reg_user": 0.1}
+HYBRID_REG_ITEM = {
+    "cnn": 0.15,
+    "cnn-kan": 0.1,
+    "lstm": 0.1,
+    "resnet": 0.15,
+    "transformer": 0.1,
+    "minilm": 0.05,
+}
 
 SUITES: dict[str, Suite] = {
     suite.name: suite
@@ -121,8 +131,11 @@ SUITES: dict[str, Suite] = {
             "ml-1m",
             "convmf",
             (
-                Entry("pmf", "pmf", Path("pmf-ml-1m.yaml")),
-                *(Entry(f"hybrid-{name}", "hybrid", params={"encoder": name}) for name in HYBRID_ENCODERS),
+                Entry("pmf", "pmf", params={**_POSTER, "reg_item": 0.1}),
+                *(
+                    Entry(f"hybrid-{name}", "hybrid", params={**_POSTER, "encoder": name, "reg_item": reg})
+                    for name, reg in HYBRID_REG_ITEM.items()
+                ),
             ),
         ),
     )
