@@ -149,10 +149,11 @@ def test_hybrid_trains_selects_by_validation_and_the_encoder_fits_the_factors(fo
     dataset, splits = prepare(cfg)
     model = build_model(cfg, dataset, splits[0], torch.device("cpu"))
     model.prepare(splits[0].train, seed=0)
-    model.train_epoch(1)
+    model.sweep_users()
+    model.sweep_items(model.encode())  # the ratings move the factors away from the untrained encoder
     before = float(((model.encode() - model.item_factors) ** 2).mean())
-    model.fit_encoder(2)
-    assert float(((model.encode() - model.item_factors) ** 2).mean()) < before
+    model.fit_encoder(1)
+    assert float(((model.encode() - model.item_factors) ** 2).mean()) < 0.5 * before
 
 
 def test_hybrid_needs_documents(tmp_path):
