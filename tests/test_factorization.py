@@ -12,7 +12,8 @@ import torch
 from conftest import write_ratings
 from deepmovie.config import build_config
 from deepmovie.data.interactions import Interactions, RatingScale
-from deepmovie.experiment import run
+from deepmovie.errors import DeepMovieError
+from deepmovie.experiment import build_model, prepare, run
 from deepmovie.models import MODELS, DataInfo
 from deepmovie.models.factorization.als import PaddedRows, solve_rows
 
@@ -152,3 +153,26 @@ def test_svdpp_never_takes_the_biased_mf_shortcut(low_rank_csv):
     before = model.implicit.weight.detach().clone()
     model.train_epoch(1)
     assert not torch.equal(model.implicit.weight, before)
+
+
+def test_svdpp_visits_a_heavy_user_in_small_blocks_so_plain_sgd_stays_finite(tmp_path):
+    """One user rated all 3,000 items: visited as one block, its summed step made SGD diverge."""
+    rng = np.random.default_rng(0)
+    rows = ["userId,movieId,rating", *(f"0,{item},{rng.integers(1, 6)}" for item in range(3000))]
+    for user in range(1, 200):
+        rows += [f"{user},{item},{rng.integers(1, 6)}" for item in rng.choice(3000, 30, replace=False)]
+    path = tmp_path / "heavy.csv"
+    path.write_text("\n".join(rows) + "\n")
+    values = {"model": "svdpp", "data": str(path), "params": {"epochs": 3}}
+    assert np.isfinite(run(build_config(values), None, quiet=True)["test_rmse"])
+    with pytest.raises(DeepMovieError, match="loss became nan"):  # the whole user as one block
+        run(build_config({**values, "params": {"epochs": 3, "user_block": 10**6}}), None, quiet=True)
+    config = build_config(values)
+    dataset, splits = prepare(config)
+    model = build_model(config, dataset, splits[0], torch.device("cpu"))
+    model.prepare(splits[0].train, seed=0)
+    order = model.epoch_order(1)
+    assert sorted(order.tolist()) == list(range(len(splits[0].train)))
+    heavy = torch.nonzero(model._users[order] == 0).flatten()
+    runs = torch.diff(heavy) != 1  # breaks between the heavy user's visits
+    assert int(runs.sum()) + 1 >= len(heavy) // model.params.user_block // 2

@@ -14,6 +14,9 @@ from deepmovie.training.minibatch import embedding
 
 class SVDppParams(BiasedMFParams):
     reg_implicit: float = Field(0.02, ge=0, description="L2 on the implicit item factors y_j a batch touches")
+    user_block: int = Field(
+        64, ge=1, description="at most this many of one user's ratings are visited together"
+    )
 
 
 @MODELS.register("svdpp")
@@ -21,8 +24,10 @@ class SVDpp(BiasedMF):
     """``mu + b_u + b_i + q_i . (p_u + |N(u)|^-1/2 sum_{j in N(u)} y_j)`` (Koren 2008).
 
     N(u) is the set of items u rated in training. Each batch gathers ``y`` for the rated items of its
-    distinct users and sums them per user with ``index_add``; epochs visit users in random blocks, so
-    a user's implicit sum is computed about once per epoch instead of once per rating.
+    distinct users and sums them per user with ``index_add``; epochs visit users in random blocks of at
+    most ``user_block`` ratings, so a user's implicit sum is computed about once per block instead of
+    once per rating, while a heavy user's summed step stays as small as a block (one block holding all
+    2,698 ratings of an ml-latest-small user made plain SGD diverge).
     """
 
     Params = SVDppParams
@@ -41,13 +46,18 @@ class SVDpp(BiasedMF):
         super().prepare(train, seed)
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
-        """Random users, each user's ratings contiguous in random order (Surprise visits by user too)."""
+        """Blocks of one user's ratings (at most ``user_block``) in random order; Surprise visits by
+        user too."""
         generator = self.epoch_generator(epoch)
-        user_rank = torch.randperm(self.info.n_users, generator=generator)
         order = torch.randperm(len(self._ratings), generator=generator)
-        users = self._users.cpu()[order]
-        order = order[torch.argsort(user_rank[users], stable=True)]
-        return order.to(self.device)
+        users = self._users.cpu()[order].long()
+        by_user = torch.argsort(users, stable=True)
+        order, users = order[by_user], users[by_user]
+        first = torch.searchsorted(users, users, side="left")  # where each rating's user starts
+        block = (torch.arange(len(users)) - first) // self.params.user_block
+        unit = torch.unique_consecutive(users * (block.max() + 1) + block, return_inverse=True)[1]
+        unit_rank = torch.randperm(int(unit.max()) + 1 if len(unit) else 0, generator=generator)
+        return order[torch.argsort(unit_rank[unit], stable=True)].to(self.device)
 
     def user_vectors(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per distinct user of ``users``: p_u + |N(u)|^-1/2 sum y_j, and sum |y_j|^2; plus row -> user."""
