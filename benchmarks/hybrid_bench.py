@@ -27,12 +27,12 @@ import torch
 from common import write_report
 
 from deepmovie import machine
+from deepmovie.bench.runner import train_or_reuse
+from deepmovie.blend import Run, run_predictions
 from deepmovie.config import build_config
-from deepmovie.experiment import WEIGHTS, build_model, prepare, run
+from deepmovie.experiment import prepare
 from deepmovie.metrics import rmse
 from deepmovie.models.hybrid.encoders import ENCODERS
-from deepmovie.training.checkpoint import load_weights
-from deepmovie.training.evaluate import ColdFallback, predict_ratings
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after the backend is chosen
@@ -54,11 +54,7 @@ def train_cell(task: tuple[dict, str]) -> dict:
     """One run in its own process with one torch thread (``--jobs`` cells share the cores)."""
     values, out = task
     torch.set_num_threads(1)
-    summary_path = Path(out) / "summary.json"
-    if summary_path.is_file():  # a finished cell is reused: an interrupted benchmark resumes
-        return json.loads(summary_path.read_text())
-    resume = (Path(out) / "config.yaml").is_file()
-    return run(build_config(values), Path(out), resume=resume, quiet=True)
+    return train_or_reuse(build_config(values), Path(out))[0]  # an interrupted benchmark resumes
 
 
 def _short(value: object) -> str:
@@ -72,15 +68,10 @@ def bucket_label(low: int, high: int | None) -> str:
     return f"{low}" if low == high else f"{low}-{high}" if high else f">{low - 1}"
 
 
-def bucket_rmse(values: dict, run_dir: Path, dataset, split) -> list[tuple[float, int]]:
+def bucket_rmse(run_dir: Path, dataset, split) -> list[tuple[float, int]]:
     """(test RMSE, rows) per popularity bucket of the run saved in ``run_dir``."""
-    config = build_config(values)
-    model = build_model(config, dataset, split, torch.device("cpu"))
-    model.load_state_dict(load_weights(run_dir / WEIGHTS)["state"])
-    model.eval()
-    fallback = ColdFallback.fit(split.train.concat(split.valid) if config.refit else split.train)
     test = split.test
-    predicted, _ = predict_ratings(model, fallback, test.users, test.items, dataset.scale)
+    (predicted,) = run_predictions(Run.load(run_dir), dataset, split, test)
     counts = np.bincount(split.train.items, minlength=dataset.n_items)[test.items]
     rows = []
     for low, high in BUCKETS:
@@ -149,7 +140,7 @@ def main() -> None:
     config = build_config(pmf_cell[0])
     dataset, splits = prepare(config)
     split = splits[0]
-    buckets = {name: bucket_rmse(c[0], Path(c[1]), dataset, split) for name, (c, _) in results.items()}
+    buckets = {name: bucket_rmse(Path(c[1]), dataset, split) for name, (c, _) in results.items()}
 
     stem = args.out.with_suffix("")
     plot = stem.with_name(stem.name + "-popularity.png")

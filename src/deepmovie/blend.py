@@ -87,9 +87,10 @@ def blend(
             f"{runs[0].summary['split_hash']} when trained): has {runs[0].config.data} changed?"
         )
     columns = [
-        _predict(run, dataset, split, split.valid, split.test)
+        run_predictions(run, dataset, split, split.valid, split.test)
         if twin_runs is None
-        else _predict(run, dataset, split, split.valid) + _predict(twin_runs[n], dataset, split, split.test)
+        else run_predictions(run, dataset, split, split.valid)
+        + run_predictions(twin_runs[n], dataset, split, split.test)
         for n, run in enumerate(runs)
     ]
     valid = np.column_stack([c[0] for c in columns])
@@ -176,7 +177,7 @@ def _check(runs: list[Run], twins: list[Run] | None) -> None:
             )
 
 
-def _predict(run: Run, dataset: Dataset, split: Split, *rows: Interactions) -> list[np.ndarray]:
+def run_predictions(run: Run, dataset: Dataset, split: Split, *rows: Interactions) -> list[np.ndarray]:
     """``run``'s clipped predictions of each of ``rows``, as its evaluation made them: the model
     prepared on the rows it trained on, cold rows from the baseline fitted on those rows."""
     trained_on = split.train.concat(split.valid) if run.summary["refit"] else split.train

@@ -17,6 +17,7 @@ import numpy as np
 
 from deepmovie.data.interactions import Interactions
 from deepmovie.errors import DeepMovieError
+from deepmovie.metrics import mae, rmse
 from deepmovie.splits import Split
 
 INSTALL_HINT = "pip install 'deepmovie[peers]'"
@@ -108,7 +109,6 @@ def _fit_fold(peer: Peer, split: Split, scale: tuple[float, float], seed: int) -
         list(zip(test.users.tolist(), test.items.tolist(), test.ratings.tolist(), strict=True))
     )
     estimates = np.array([p.est for p in predictions])
-    errors = estimates - test.ratings
     cold = ~(np.isin(test.users, train.users) & np.isin(test.items, train.items))
     epochs = peer.settings.get("n_epochs")
     return {
@@ -118,8 +118,8 @@ def _fit_fold(peer: Peer, split: Split, scale: tuple[float, float], seed: int) -
         "n_train": len(train),
         "n_valid": 0,
         "n_test": len(test),
-        "test_rmse": float(np.sqrt(np.mean(errors**2))),
-        "test_mae": float(np.mean(np.abs(errors))),
+        "test_rmse": rmse(estimates, test.ratings),
+        "test_mae": mae(estimates, test.ratings),
         "cold_test_rows": int(cold.sum()),
         "cold_policy": "Surprise's default: the training mean where user or item is unknown",
         "fit_seconds": fit_seconds,

@@ -59,13 +59,14 @@ def run_entries(configs: Planned, out: Path, log: Log) -> list[Run]:
     runs = []
     for entry, seed, config in configs:
         run_dir = out / RUNS / f"{entry.label}-seed{seed}"
-        summary, reused = _train_or_reuse(config, run_dir)
+        summary, reused = train_or_reuse(config, run_dir)
         runs.append(Run(entry.label, entry.model, seed, "deepmovie", run_dir, summary, reused))
         log(_line(runs[-1]))
     return runs
 
 
-def _train_or_reuse(config: RunConfig, run_dir: Path) -> tuple[dict[str, Any], bool]:
+def train_or_reuse(config: RunConfig, run_dir: Path) -> tuple[dict[str, Any], bool]:
+    """(summary, reused): a finished run of the same config is reused, an interrupted one resumed."""
     wanted = _plain(config.resolved())
     if (run_dir / SUMMARY).is_file():
         summary = json.loads((run_dir / SUMMARY).read_text())
