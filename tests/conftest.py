@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,4 +49,16 @@ def write_ratings(
         for i, (a, b, r) in enumerate(zip(users, items, ratings, strict=True))
     ]
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_movies(
+    path: Path, n_items: int, genres: list[str], title: Callable[[int], str] = "Movie {}".format
+) -> Path:
+    """A movies.csv for items 1..n_items: item k has the genres of k's set bits, a year 1980 + k."""
+    rows = ["movieId,title,genres"]
+    for item in range(1, n_items + 1):
+        names = "|".join(g for k, g in enumerate(genres) if (item >> k) & 1) or "(no genres listed)"
+        rows.append(f'{item},"{title(item)} ({1980 + item})",{names}')
+    path.write_text("\n".join(rows) + "\n")
     return path

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_ratings
+from conftest import write_movies, write_ratings
 from deepmovie.config import build_config, load_config_file
 from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.data.side import ItemInfo, UserInfo
@@ -59,12 +59,7 @@ def structured_csv(tmp_path_factory):
 def movielens_folder(tmp_path):
     """A tiny ML-latest-style folder: ratings.csv plus movies.csv with years and multi-genre items."""
     write_ratings(tmp_path / "ratings.csv", n_users=25, n_items=20, density=0.5, seed=2)
-    names = ["Action", "Comedy", "Drama", "Horror"]
-    rows = ["movieId,title,genres"]
-    for item in range(1, 21):
-        genres = "|".join(names[k] for k in range(4) if (item >> k) & 1) or "(no genres listed)"
-        rows.append(f'{item},"Movie {item} ({1980 + item})",{genres}')
-    (tmp_path / "movies.csv").write_text("\n".join(rows) + "\n")
+    write_movies(tmp_path / "movies.csv", 20, ["Action", "Comedy", "Drama", "Horror"])
     return tmp_path
 
 

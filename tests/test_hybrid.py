@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_ratings
+from conftest import write_movies, write_ratings
 from deepmovie.config import build_config
 from deepmovie.data.text import tokenize
 from deepmovie.errors import DeepMovieError
@@ -103,12 +103,8 @@ def folder(tmp_path_factory):
     """ratings.csv plus movies.csv whose titles and genres are the items' documents."""
     path = tmp_path_factory.mktemp("hybrid")
     write_ratings(path / "ratings.csv", n_users=40, n_items=30, density=0.4, seed=4)
-    names = ["Action", "Comedy", "Drama", "Horror", "Romance"]
-    rows = ["movieId,title,genres"]
-    for item in range(1, 31):
-        genres = "|".join(names[k] for k in range(5) if (item >> k) & 1) or "(no genres listed)"
-        rows.append(f'{item},"Film number{item} word{item % 7} ({1980 + item})",{genres}')
-    (path / "movies.csv").write_text("\n".join(rows) + "\n")
+    genres = ["Action", "Comedy", "Drama", "Horror", "Romance"]
+    write_movies(path / "movies.csv", 30, genres, title=lambda item: f"Film number{item} word{item % 7}")
     return path
 
 
