@@ -56,7 +56,7 @@ class SVDpp(BiasedMF):
         first = torch.searchsorted(users, users, side="left")  # where each rating's user starts
         block = (torch.arange(len(users)) - first) // self.params.user_block
         unit = torch.unique_consecutive(users * (block.max() + 1) + block, return_inverse=True)[1]
-        unit_rank = torch.randperm(int(unit.max()) + 1 if len(unit) else 0, generator=generator)
+        unit_rank = torch.randperm(int(unit.max()) + 1, generator=generator)
         return order[torch.argsort(unit_rank[unit], stable=True)].to(self.device)
 
     def user_vectors(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
