@@ -40,7 +40,7 @@ import torch
 
 from deepmovie.data.dataset import load_dataset
 from deepmovie.models import MODELS, DataInfo
-from deepmovie.training import distributed
+from deepmovie.engine import distributed
 
 distributed.start("cpu")
 folder, params, profile = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] == "1"

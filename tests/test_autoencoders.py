@@ -12,7 +12,7 @@ from deepmovie.config import build_config
 from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.experiment import run
 from deepmovie.models import MODELS, DataInfo
-from deepmovie.models.autoencoders.autorec import SparseRows
+from deepmovie.models.autoencoders.rows import SparseRows
 
 
 def ratings(n_users: int = 12, n_items: int = 9, density: float = 0.35, seed: int = 0) -> Interactions:

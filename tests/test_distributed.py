@@ -24,7 +24,8 @@ import torch
 
 from conftest import write_ratings
 from deepmovie.config import build_config
-from deepmovie.experiment import SUMMARY, WEIGHTS, run
+from deepmovie.experiment import run
+from deepmovie.rundir import SUMMARY, WEIGHTS
 from deepmovie.training.checkpoint import load_weights
 
 LAUNCH_TIMEOUT = 150  # seconds for one 2-rank launch (start-up included)
@@ -132,8 +133,8 @@ def _lookups(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _worker(data: Path, folder: Path) -> None:
     """Runs on each rank under torchrun: the embedding check, then every run of ``WORKER_RUNS``."""
+    from deepmovie.engine import distributed
     from deepmovie.models.features.sharded import RowShardedEmbedding
-    from deepmovie.training import distributed
 
     distributed.start("cpu")
     rank = distributed.rank()

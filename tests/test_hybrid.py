@@ -11,10 +11,10 @@ from conftest import write_movies, write_ratings
 from deepmovie.config import build_config
 from deepmovie.data.text import tokenize
 from deepmovie.errors import DeepMovieError
+from deepmovie.evaluation import ColdFallback, predict_ratings
 from deepmovie.experiment import build_model, prepare, run
 from deepmovie.models.hybrid.encoders import ENCODERS, build_encoder
 from deepmovie.models.hybrid.encoders.kan import KANLinear
-from deepmovie.training.evaluate import ColdFallback, predict_ratings
 
 
 def test_tokens_drop_common_words_cut_long_documents_and_pad_with_zero():

@@ -10,9 +10,9 @@ import scipy.sparse as sp
 import torch
 
 from deepmovie.data.interactions import Interactions, RatingScale
+from deepmovie.evaluation import ColdFallback, Evaluator
 from deepmovie.metrics import auc, logloss, mae, ranking_metrics, rmse
 from deepmovie.models import DataInfo, Model, ModelParams
-from deepmovie.training.evaluate import ColdFallback, Evaluator
 
 
 def test_rmse_and_mae_by_hand():

@@ -18,11 +18,12 @@ from conftest import write_ratings
 from deepmovie.config import build_config
 from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.errors import DeepMovieError
+from deepmovie.evaluation import ColdFallback, Evaluator
 from deepmovie.experiment import run
 from deepmovie.models.base import DataInfo, Model, ModelParams
+from deepmovie.rundir import CHECKPOINT
 from deepmovie.training.checkpoint import load_weights
-from deepmovie.training.evaluate import ColdFallback, Evaluator
-from deepmovie.training.trainer import CHECKPOINT, Trainer
+from deepmovie.training.trainer import Trainer
 
 
 @pytest.fixture
@@ -218,7 +219,7 @@ def test_fused_sgd_step_equals_autograd_sgd(ratings_csv, model):
 
 
 def test_ranking_metrics_in_the_summary_never_recommend_unseen_items(ratings_csv, monkeypatch):
-    from deepmovie.training import evaluate as evaluate_module
+    from deepmovie import evaluation as evaluate_module
 
     recommended = []
     real = evaluate_module.ranking_metrics

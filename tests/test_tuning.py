@@ -14,11 +14,11 @@ import optuna
 import pytest
 
 from conftest import write_ratings
+from deepmovie import evaluation as evaluate
 from deepmovie import experiment
 from deepmovie.config import RunConfig, build_config
 from deepmovie.errors import DeepMovieError
-from deepmovie.training import evaluate
-from deepmovie.training.evaluate import ColdFallback, Evaluator
+from deepmovie.evaluation import ColdFallback, Evaluator
 from deepmovie.training.trainer import Trainer
 from deepmovie.tuning import study as tuning
 from deepmovie.tuning import tune

@@ -28,12 +28,13 @@ from deepmovie.config import RunConfig, build_config, load_config_file
 from deepmovie.data.dataset import Dataset
 from deepmovie.data.interactions import Interactions
 from deepmovie.errors import DeepMovieError
-from deepmovie.experiment import CONFIG, SUMMARY, WEIGHTS, build_model, prepare
+from deepmovie.evaluation import ColdFallback, predict_ratings
+from deepmovie.experiment import build_model, prepare
 from deepmovie.metrics import mae, rmse
 from deepmovie.models import Model
+from deepmovie.rundir import CONFIG, SUMMARY, WEIGHTS
 from deepmovie.splits import Split
 from deepmovie.training.checkpoint import load_weights
-from deepmovie.training.evaluate import ColdFallback, predict_ratings
 
 REPORT = "blend.md"
 # Fields that decide which rows are train, validation and test: members must agree on all of them.

@@ -20,19 +20,16 @@ from deepmovie import __version__, machine
 from deepmovie.config import RunConfig, dump_yaml
 from deepmovie.data.dataset import Dataset, load_dataset
 from deepmovie.data.interactions import Interactions
+from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
+from deepmovie.evaluation import COLD_POLICY, ColdFallback, Evaluator, rank
 from deepmovie.models import MODELS, DataInfo, Model
+from deepmovie.rundir import CHECKPOINT, CONFIG, ID_MAPS, SUMMARY, WEIGHTS
 from deepmovie.serving.artifacts import write_artifacts
 from deepmovie.splits import Split, make_splits
-from deepmovie.training import distributed
 from deepmovie.training.checkpoint import save_atomic
-from deepmovie.training.evaluate import COLD_POLICY, ColdFallback, Evaluator, rank
-from deepmovie.training.trainer import CHECKPOINT, FitResult, Trainer
+from deepmovie.training.trainer import FitResult, Trainer
 
-SUMMARY = "summary.json"
-CONFIG = "config.yaml"
-WEIGHTS = "model.pt"
-ID_MAPS = "ids.npz"
 # Models whose training is not data-parallel, and why (a torchrun launch of these is refused).
 NOT_DISTRIBUTED = {"hybrid": "its encoder epochs are not data-parallel; train it in one process"}
 

@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from deepmovie.bench.results import Row
 from deepmovie.bench.runner import Run
-from deepmovie.training.trainer import METRICS
+from deepmovie.rundir import METRICS
 
 
 def write_plots(out: Path, rows: list[Row], runs: list[Run]) -> list[str]:

@@ -16,7 +16,8 @@ from deepmovie.bench.entries import Entry, Setting
 from deepmovie.bench.peers import Peer, run_peer
 from deepmovie.config import RunConfig, build_config, load_config_file
 from deepmovie.errors import DeepMovieError
-from deepmovie.experiment import CONFIG, SUMMARY, prepare, run
+from deepmovie.experiment import prepare, run
+from deepmovie.rundir import CONFIG, SUMMARY
 
 RUNS = "runs"
 Log = Callable[[str], None]

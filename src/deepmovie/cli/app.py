@@ -133,11 +133,12 @@ def train(
 ) -> None:
     """Train a model, evaluate it on the test rows once, and write RUN_DIR (under torchrun: data
     parallel over the ranks, rank 0 writes and prints)."""
-    from deepmovie.training import distributed
+    from deepmovie.engine import distributed
 
     distributed.start(device or "auto")
     _quiet(quiet or not distributed.is_main())
-    from deepmovie.experiment import CONFIG, run
+    from deepmovie.experiment import run
+    from deepmovie.rundir import CONFIG
 
     if resume is not None:
         run_config = build_config(load_config_file(resume / CONFIG))
@@ -184,7 +185,7 @@ def train(
 
 def _print_summary(summary: dict) -> None:
     """Only rank 0 of a torchrun launch prints (the others ran quiet)."""
-    from deepmovie.training import distributed
+    from deepmovie.engine import distributed
 
     if distributed.is_main():
         print_summary(summary)

@@ -3,7 +3,7 @@
 A model is a ``torch.nn.Module`` with a Pydantic ``Params`` class (its whole configuration), built
 from ``(params, info)``. Training is a sequence of epochs: ``prepare`` once, then ``train_epoch``
 until the trainer stops; ``predict`` scores (user, item) index pairs. Gradient-trained models get
-``train_epoch`` from :class:`deepmovie.training.minibatch.MiniBatchModel`; closed-form ones (ALS)
+``train_epoch`` from :class:`deepmovie.models.minibatch.MiniBatchModel`; closed-form ones (ALS)
 write their own sweep.
 
 A model's ``task`` says what its predictions are and so how it is judged: ``rating`` (a rating;

@@ -66,3 +66,10 @@ class Biases(torch.nn.Module):
         """(``b_u + b_i``, the squared norm of the touched rows, for L2)."""
         user, item = self.user(users)[:, 0], self.item(items)[:, 0]
         return user + item, (user * user).sum() + (item * item).sum()
+
+
+def embedding(count: int, dim: int, std: float, sparse: bool) -> torch.nn.Embedding:
+    """An embedding table initialised N(0, std^2)."""
+    table = torch.nn.Embedding(count, dim, sparse=sparse)
+    torch.nn.init.normal_(table.weight, std=std)
+    return table

@@ -21,14 +21,10 @@ from deepmovie.data.dataset import Dataset
 from deepmovie.data.interactions import IdMap, Interactions, RatingScale
 from deepmovie.data.side import ItemInfo, UserInfo
 from deepmovie.errors import DeepMovieError
+from deepmovie.rundir import ID_MAPS, ITEMS, MANIFEST, SEEN, USERS
 from deepmovie.splits import Split
 
 FORMAT = 1
-MANIFEST = "serving.json"
-ITEMS = "items.npz"
-USERS = "users.npz"
-SEEN = "seen.npz"
-ID_MAPS = "ids.npz"  # written by the experiment: raw user and item ids by index
 
 
 def write_artifacts(out: Path, dataset: Dataset, splits: list[Split]) -> None:

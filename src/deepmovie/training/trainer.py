@@ -14,20 +14,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from deepmovie.data.interactions import Interactions
+from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import Model
-from deepmovie.training import distributed
+from deepmovie.rundir import CHECKPOINT, METRICS
 from deepmovie.training.checkpoint import load_weights, save_atomic
-from deepmovie.training.evaluate import Evaluator
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
+
+class Judge(Protocol):
+    """What scores a model on validation rows each epoch (the evaluation layer's ``Evaluator``)."""
+
+    def monitor(self, model: Model) -> tuple[str, bool]:
+        """(name of the figure that picks the best epoch, whether higher is better)."""
+
+    def __call__(self, model: Model, data: Interactions, seen: Interactions) -> dict[str, float]:
+        """Figures of ``model`` on ``data``; ``seen`` are the rows rankings exclude."""
 
 
 @dataclass
@@ -50,7 +57,7 @@ class Trainer:
         model: Model,
         train: Interactions,
         valid: Interactions,
-        evaluator: Evaluator,
+        evaluator: Judge,
         seed: int,
         resume: bool = False,
         on_epoch: Callable[[int, float], None] | None = None,

@@ -12,21 +12,20 @@ matrix), one seeded permutation of the rows per epoch, so resumed runs replay th
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 from pydantic import Field
 
 from deepmovie.data.interactions import Interactions, RatingScale
+from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
+from deepmovie.models.autoencoders.rows import SparseRows, SparseTimesDense
 from deepmovie.models.base import DataInfo
 from deepmovie.models.layers import ACTIVATIONS, Activation
+from deepmovie.models.minibatch import MiniBatchModel, MiniBatchParams
 from deepmovie.models.registry import MODELS
-from deepmovie.training import distributed
-from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams
 
 PREDICT_ELEMENTS = 1 << 23  # reconstructed entries held at once by predict (memory bound)
 
@@ -35,94 +34,6 @@ def _uniform(*shape: int, fan_in: int) -> torch.Tensor:
     """``torch.nn.Linear``'s default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     bound = 1.0 / max(fan_in, 1) ** 0.5
     return torch.empty(*shape).uniform_(-bound, bound)
-
-
-class SparseRows:
-    """A CSR matrix kept on the host that hands out any rows as sparse or dense blocks on a device."""
-
-    def __init__(self, matrix: sp.csr_matrix, device: torch.device) -> None:
-        matrix = sp.csr_matrix(matrix, dtype=np.float32)
-        matrix.sum_duplicates()
-        matrix.sort_indices()
-        self.matrix = matrix
-        self.n_rows, self.n_cols = matrix.shape
-        self.device = device
-
-    @property
-    def nnz(self) -> int:
-        return self.matrix.nnz
-
-    def count(self, rows: torch.Tensor) -> int:
-        """Stored entries in ``rows``, from the row pointers alone."""
-        return int(np.diff(self.matrix.indptr)[rows.cpu().numpy()].sum())
-
-    def block(self, rows: torch.Tensor) -> sp.csr_matrix:
-        return self.matrix[rows.cpu().numpy()]
-
-    def entries(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The stored entries of ``rows`` as (position in ``rows``, column, value) on the device."""
-        return _entries(self.block(rows), self.device)
-
-    def dense(self, rows: torch.Tensor) -> torch.Tensor:
-        """``rows`` as a dense ``len(rows) x n_cols`` block, zeros where unobserved (O(rows x n))."""
-        local, cols, values = self.entries(rows)
-        block = torch.zeros(len(rows), self.n_cols, device=self.device)
-        block[local, cols] = values
-        return block
-
-    def sparse(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """``rows`` as a torch CSR block, its transpose (for the weight gradient) and its entries."""
-        block = self.block(rows)
-        return (
-            _torch_csr(block, self.device),
-            _torch_csr(block.T.tocsr(), self.device),
-            _entries(block, self.device),
-        )
-
-
-def _entries(block: sp.csr_matrix, device: torch.device) -> tuple[torch.Tensor, ...]:
-    local = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
-    return (
-        torch.as_tensor(local, device=device).long(),
-        torch.as_tensor(block.indices, device=device).long(),
-        torch.as_tensor(block.data, device=device).float(),
-    )
-
-
-def _torch_csr(block: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": the two products used here are not
-        warnings.simplefilter("ignore", UserWarning)
-        return _csr_tensor(block, device)
-
-
-def _csr_tensor(block: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-    return torch.sparse_csr_tensor(
-        torch.as_tensor(block.indptr.astype(np.int64)),
-        torch.as_tensor(block.indices.astype(np.int64)),
-        torch.as_tensor(block.data, dtype=torch.float32),
-        block.shape,
-    ).to(device)
-
-
-class _SparseTimesDense(torch.autograd.Function):
-    """``a @ weight`` for a sparse CSR ``a``; the backward uses ``a``'s transpose, built as CSR too."""
-
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, a: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
-        ctx.a_t = a_t
-        return a @ weight
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        return ctx.a_t @ grad, None, None
-
-
-def observed_squared_error(
-    output: torch.Tensor, local: torch.Tensor, cols: torch.Tensor, values: torch.Tensor
-) -> torch.Tensor:
-    """Sum of squared errors on the observed entries only: other outputs get no gradient at all."""
-    error = output[local, cols] - values
-    return (error * error).sum()
 
 
 class RatingSigmoid(torch.nn.Module):
@@ -160,6 +71,7 @@ class AutoRec(MiniBatchModel):
 
     Params = AutoRecParams
     params: AutoRecParams
+    fused_adam = True
 
     def __init__(self, params: AutoRecParams, info: DataInfo) -> None:
         super().__init__(params, info)
@@ -199,7 +111,7 @@ class AutoRec(MiniBatchModel):
         The same arithmetic as :meth:`reconstruct` without the dense input block: the encoder is a
         sparse product, and only the observed outputs enter the loss.
         """
-        summed = _SparseTimesDense.apply(self.encoder_weight, a, a_t)
+        summed = SparseTimesDense.apply(self.encoder_weight, a, a_t)
         code = self.middle(self.g(summed + self.encoder_bias))
         return self.f(code @ self.decoder_weight.T + self.decoder_bias)[local, cols]
 
@@ -247,7 +159,7 @@ class AutoRec(MiniBatchModel):
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         for start in range(0, len(order), self.params.batch_size):
             total += self.train_batch(distributed.shard(order[start : start + self.params.batch_size]))
-        self.end_epoch()
+        self.optimization.end_epoch()
         return float(distributed.all_reduce_sum(total)) / max(self._rows.nnz, 1)
 
     def train_batch(self, rows: torch.Tensor) -> torch.Tensor:
@@ -258,20 +170,14 @@ class AutoRec(MiniBatchModel):
 
     def step(self, loss: torch.Tensor, batch_rows: int) -> None:
         """Backpropagate ``loss`` plus this batch's share of the L2 term, then step the optimizers."""
-        for optimizer in self._optimizers:
-            optimizer.zero_grad(set_to_none=True)
+        self.optimization.zero_grad()
         loss.backward()
         decay = self.params.reg * batch_rows / self.n_rows  # d/dw of the scaled (reg / 2) |w|^2
         if decay:
             with torch.no_grad():
                 for weight in self.weights():
                     weight.grad.add_(weight, alpha=decay)
-        self.apply_gradients()
-
-    def _dense_optimizer(self, params: list, weight_decay: float) -> torch.optim.Optimizer:
-        if self.params.optimizer == "adam":  # the fused kernel: several times faster on these big matrices
-            return torch.optim.AdamW(params, lr=self.params.lr, weight_decay=weight_decay, fused=True)
-        return super()._dense_optimizer(params, weight_decay)
+        self.optimization.step()
 
     def reconstruct_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """The dense reconstruction of training rows (by row index): what predictions read."""

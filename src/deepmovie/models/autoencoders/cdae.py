@@ -18,9 +18,8 @@ from pydantic import Field
 from deepmovie.data.interactions import Interactions
 from deepmovie.models.autoencoders.autorec import AutoRec, AutoRecParams
 from deepmovie.models.base import Task
-from deepmovie.models.layers import Activation
+from deepmovie.models.layers import Activation, embedding
 from deepmovie.models.registry import MODELS
-from deepmovie.training.minibatch import embedding
 
 
 class CDAEParams(AutoRecParams):

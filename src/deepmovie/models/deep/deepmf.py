@@ -17,9 +17,9 @@ from pydantic import Field
 
 from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import DataInfo
-from deepmovie.models.layers import Activation, Biases, mlp
+from deepmovie.models.layers import Activation, Biases, embedding, mlp
+from deepmovie.models.minibatch import MiniBatchModel, MiniBatchParams
 from deepmovie.models.registry import MODELS
-from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams, embedding
 
 
 class DeepMFParams(MiniBatchParams):

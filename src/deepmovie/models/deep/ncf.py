@@ -18,9 +18,9 @@ from pydantic import Field
 
 from deepmovie.data.interactions import Interactions
 from deepmovie.models.base import DataInfo
-from deepmovie.models.layers import Activation, Biases, mlp
+from deepmovie.models.layers import Activation, Biases, embedding, mlp
+from deepmovie.models.minibatch import MiniBatchModel, MiniBatchParams
 from deepmovie.models.registry import MODELS
-from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams, embedding
 
 
 class NCFParams(MiniBatchParams):

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from deepmovie.training import distributed
+from deepmovie.engine import distributed
 
 PAD_RATIO = 0.7
 

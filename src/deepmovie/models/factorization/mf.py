@@ -8,8 +8,9 @@ import torch
 from pydantic import Field
 
 from deepmovie.models.base import DataInfo
+from deepmovie.models.layers import embedding
+from deepmovie.models.minibatch import MiniBatchModel, MiniBatchParams
 from deepmovie.models.registry import MODELS
-from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams, embedding
 
 
 class MFParams(MiniBatchParams):

@@ -7,10 +7,10 @@ import torch
 from pydantic import Field
 
 from deepmovie.data.interactions import Interactions
+from deepmovie.engine import distributed
 from deepmovie.models.base import DataInfo, Model, ModelParams
 from deepmovie.models.factorization.als import PaddedRows, solve_rows
 from deepmovie.models.registry import MODELS
-from deepmovie.training import distributed
 
 
 class PMFParams(ModelParams):

@@ -8,8 +8,8 @@ from pydantic import Field
 from deepmovie.data.interactions import Interactions
 from deepmovie.models.base import DataInfo
 from deepmovie.models.factorization.mf import BiasedMF, BiasedMFParams
+from deepmovie.models.layers import embedding
 from deepmovie.models.registry import MODELS
-from deepmovie.training.minibatch import embedding
 
 
 class SVDppParams(BiasedMFParams):

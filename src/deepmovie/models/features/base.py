@@ -25,7 +25,7 @@ from deepmovie.models.features.fields import (
     dense_statistics,
 )
 from deepmovie.models.layers import Activation
-from deepmovie.training.minibatch import MiniBatchModel, MiniBatchParams
+from deepmovie.models.minibatch import MiniBatchModel, MiniBatchParams
 
 FieldName = Literal["user", "item", "year", "gender", "age", "occupation", "zip_prefix", "genres", "tags"]
 DenseName = Literal["popularity", "item_mean", "year", "user_mean", "activity"]

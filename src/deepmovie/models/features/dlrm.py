@@ -22,13 +22,13 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import DataInfo
 from deepmovie.models.features.base import FeatureModel, NeuralFeatureParams, Sizes
 from deepmovie.models.features.sharded import RowShardedEmbedding
 from deepmovie.models.layers import mlp
 from deepmovie.models.registry import MODELS
-from deepmovie.training import distributed
 
 
 class DLRMParams(NeuralFeatureParams):

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 
-from deepmovie.training import distributed
+from deepmovie.engine import distributed
 
 
 class RowShardedEmbedding(torch.nn.Module):

@@ -1,29 +1,31 @@
-"""The mini-batch engine shared by every gradient-trained model.
+"""The base class of every gradient-trained model: shuffled mini-batches over device tensors.
 
 Training data lives on the device as three tensors; an epoch is one seeded permutation sliced into
 batches, so there is no per-sample ``Dataset.__getitem__`` anywhere. The objective follows the
 lecture's mini-batch SGD: the *sum* of per-rating losses over the batch (plus L2 on the rows the
 batch touches), so a learning rate means what it means for per-sample SGD (Surprise, cornac).
 
-Under ``torchrun`` (:mod:`deepmovie.training.distributed`) each rank trains on its shard of every
-global batch and the summed gradients are all-reduced, so ``batch_size`` stays the global batch and a
-run matches the single-process one. The fused SGD step writes into the tables directly, with no
-gradient to all-reduce, so data-parallel runs take the autograd path (the same arithmetic).
+The optimizers, schedules and the gradient exchange are the engine's (:mod:`deepmovie.engine`); a
+model writes its maths (``batch_loss``, optionally a fused ``sgd_step``). Under ``torchrun`` each
+rank trains on its shard of every global batch and the summed gradients are all-reduced, so
+``batch_size`` stays the global batch and a run matches the single-process one. The fused SGD step
+writes into the tables directly, with no gradient to all-reduce, so data-parallel runs take the
+autograd path (the same arithmetic).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
 from deepmovie.data.interactions import Interactions
+from deepmovie.engine import distributed
+from deepmovie.engine.optim import Optimization, intra_op_threads
 from deepmovie.models.base import Model, ModelParams
-from deepmovie.training import distributed
 
 BATCH_BAR_MIN = 200  # show a per-batch bar only for epochs long enough to watch
 # Our sparse gradients come from torch's own embedding backward and are well formed.
@@ -54,6 +56,8 @@ class MiniBatchModel(Model):
 
     Params = MiniBatchParams
     params: MiniBatchParams
+    # Dense weights through torch's fused AdamW kernel (worth it for big dense matrices).
+    fused_adam: ClassVar[bool] = False
 
     def batch_loss(
         self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
@@ -72,16 +76,9 @@ class MiniBatchModel(Model):
         self._loss = torch.compile(self.batch_loss) if self.params.compile else self.batch_loss
 
     def start_optimization(self, seed: int) -> None:
-        """Optimizers and schedulers for this fit, and the seed every epoch's order derives from."""
+        """The engine's optimizers for this fit, and the seed every epoch's order derives from."""
         self._seed = seed
-        sparse, dense = self._parameter_groups()
-        self._optimizers = self._make_optimizers(sparse, dense)
-        self._schedulers = [self._make_scheduler(o) for o in self._optimizers]
-        # What data-parallel ranks all-reduce: every replicated parameter, in one fixed order.
-        replicated = {id(t) for t in distributed.replicated(self)}
-        synced = [(p, True) for p in sparse if id(p) in replicated]
-        synced += [(p, False) for p in dense if id(p) in replicated]
-        self._sync = distributed.GradientSync([p for p, _ in synced], [s for _, s in synced])
+        self.optimization = Optimization(self, self.params, fused_adam=self.fused_adam)
 
     def epoch_generator(self, epoch: int) -> torch.Generator:
         """Randomness of one epoch, seeded by (seed, epoch), so a resumed run replays it."""
@@ -90,12 +87,6 @@ class MiniBatchModel(Model):
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """The row order of an epoch: a seeded permutation of the training ratings."""
         return torch.randperm(len(self._ratings), generator=self.epoch_generator(epoch)).to(self.device)
-
-    def end_epoch(self) -> None:
-        """Advance the learning-rate schedules by one epoch."""
-        for scheduler in self._schedulers:
-            if scheduler is not None:
-                scheduler.step()
 
     def train_epoch(self, epoch: int) -> float:
         order = self.epoch_order(epoch)
@@ -115,7 +106,7 @@ class MiniBatchModel(Model):
             else contextlib.nullcontext()
         )
         fused = self._fused_sgd()
-        lr = self._optimizers[0].param_groups[0]["lr"]  # schedules change it between epochs only
+        lr = self.optimization.lr
         # The fused step is a few gathers and index_add_ over batch x factors values: too small to
         # split across threads, and on a busy machine the threads' hand-offs dominate (2M ratings of
         # biased-mf on 2 shared cores: 110 s per epoch with 2 threads, 5.7 s with 1).
@@ -127,28 +118,19 @@ class MiniBatchModel(Model):
                     with torch.no_grad():
                         total += self.sgd_step(users, items, ratings, lr)
                     continue
-                for optimizer in self._optimizers:
-                    optimizer.zero_grad(set_to_none=True)
+                self.optimization.zero_grad()
                 with autocast:
                     objective, squared_error = self._loss(users, items, ratings)
                 objective.backward()
-                self.apply_gradients()
+                self.optimization.step()
                 total += squared_error.detach()
         bar.close()
-        self.end_epoch()
+        self.optimization.end_epoch()
         return float(distributed.all_reduce_sum(total)) / max(len(order), 1)
 
     def training_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(users, items, ratings) of training rows by position, ids widened to int64."""
         return self._users[rows].long(), self._items[rows].long(), self._ratings[rows]
-
-    def apply_gradients(self) -> None:
-        """Sum the gradients over data-parallel ranks, clip them, and step every optimizer."""
-        self._sync()
-        if self.params.grad_clip:
-            clip_gradients(self.parameters(), self.params.grad_clip)
-        for optimizer in self._optimizers:
-            optimizer.step()
 
     def sgd_step(
         self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor, lr: float
@@ -170,91 +152,12 @@ class MiniBatchModel(Model):
         return p.fused and plain_sgd and owned and not distributed.active()
 
     def training_state(self) -> dict[str, Any]:
-        return {
-            "optimizers": [o.state_dict() for o in self._optimizers],
-            "schedulers": [s.state_dict() for s in self._schedulers if s is not None],
-        }
+        return self.optimization.state_dict()
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        for optimizer, saved in zip(self._optimizers, state.get("optimizers", []), strict=False):
-            optimizer.load_state_dict(saved)
-        schedulers = [s for s in self._schedulers if s is not None]
-        for scheduler, saved in zip(schedulers, state.get("schedulers", []), strict=False):
-            scheduler.load_state_dict(saved)
-
-    def _parameter_groups(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
-        """(parameters with sparse row gradients, the others): embedding tables with ``sparse=True``
-        and sharded tables (``model_parallel``) that declare ``sparse``."""
-        sparse, dense = [], []
-        for module in self.modules():
-            table = isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag))
-            rows = (table or getattr(module, "model_parallel", False)) and getattr(module, "sparse", False)
-            for param in module.parameters(recurse=False):
-                (sparse if rows else dense).append(param)
-        return sparse, dense
-
-    def _make_optimizers(
-        self, sparse: list[torch.nn.Parameter], dense: list[torch.nn.Parameter]
-    ) -> list[torch.optim.Optimizer]:
-        """Sparse embedding tables and dense weights each get the optimizer variant that fits them."""
-        p = self.params
-        groups = []
-        if sparse:
-            if p.optimizer == "adam":
-                groups.append(torch.optim.SparseAdam(sparse, lr=p.lr))
-            else:
-                groups.append(self._dense_optimizer(sparse, weight_decay=0.0))
-        if dense:
-            groups.append(self._dense_optimizer(dense, weight_decay=p.weight_decay))
-        return groups
-
-    def _dense_optimizer(self, params: list, weight_decay: float) -> torch.optim.Optimizer:
-        p = self.params
-        if p.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=weight_decay)
-        if p.optimizer == "adagrad":
-            return torch.optim.Adagrad(params, lr=p.lr, weight_decay=weight_decay)
-        return torch.optim.AdamW(params, lr=p.lr, weight_decay=weight_decay)
-
-    def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
-        p = self.params
-        if p.lr_schedule == "exponential":
-            return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=p.lr_gamma)
-        if p.lr_schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=p.epochs)
-        return None
-
-
-@contextlib.contextmanager
-def intra_op_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` torch intra-op threads, then restore the previous count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+        self.optimization.load_state_dict(state)
 
 
 def _owner(cls: type, name: str) -> type:
     """The class in ``cls``'s MRO whose body defines ``name``."""
     return next(c for c in cls.__mro__ if name in vars(c))
-
-
-def clip_gradients(parameters, max_norm: float) -> None:
-    """Scale all gradients so their joint norm is at most ``max_norm`` (sparse ones included)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    norms = [(g.coalesce().values() if g.is_sparse else g).norm() for g in grads]
-    scale = min(1.0, max_norm / (float(torch.stack(norms).norm()) + 1e-6))
-    if scale < 1.0:
-        for g in grads:
-            g.mul_(scale)
-
-
-def embedding(count: int, dim: int, std: float, sparse: bool) -> torch.nn.Embedding:
-    """An embedding table initialised N(0, std^2)."""
-    table = torch.nn.Embedding(count, dim, sparse=sparse)
-    torch.nn.init.normal_(table.weight, std=std)
-    return table
