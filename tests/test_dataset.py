@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from conftest import shared_data, write_ratings
 from deepmovie.data import dataset as dataset_module
-from deepmovie.data.dataset import load_dataset
+from deepmovie.data.dataset import Dataset, ReadOptions, load_dataset
+from deepmovie.data.interactions import RatingScale
 from deepmovie.errors import DeepMovieError
 
 
@@ -157,3 +159,135 @@ def test_named_release_not_downloaded():
 def test_folder_without_ratings(tmp_path):
     with pytest.raises(DeepMovieError, match=re.escape(f"{tmp_path}: no ratings file")):
         load_dataset(tmp_path)
+
+
+# --- Datasets built from data in memory -------------------------------------------------------------
+
+
+@pytest.fixture
+def pd():
+    """pandas is a dev extra, not a dependency: skip only these tests where it is absent."""
+    return pytest.importorskip("pandas")
+
+
+def test_from_pandas_round_trip_keeps_raw_ids(pd):
+    big = 2**62 + 7  # above 2**53: any trip through float would change it
+    df = pd.DataFrame(
+        {
+            "user": ["bob", "amy", "bob", "cy"],
+            "item": [big, 3, 3, big + 1],
+            "rating": [4.5, 2.0, 3.0, 5.0],
+            "extra": [object(), None, 1, "x"],  # an unused column Arrow could not convert
+        }
+    )
+    dataset = Dataset.from_pandas(df)
+    assert (dataset.name, dataset.layout, dataset.test_rows) == ("dataframe", "memory", None)
+    assert dataset.items is None and dataset.users is None
+    assert not dataset.source.parent.exists()  # no files beside in-memory data (fold files, say)
+    assert dataset.item_ids.raw.dtype == np.int64 and dataset.user_ids.raw.dtype.kind == "U"
+    assert raw_pairs(dataset) == [("bob", big, 4.5), ("amy", 3, 2.0), ("bob", 3, 3.0), ("cy", big + 1, 5.0)]
+    data = dataset.interactions
+    assert (data.n_users, data.n_items) == (3, 3) and data.ratings.dtype == np.float32
+    assert data.users.tolist() == dataset.user_ids.index_of(np.array(["bob", "amy", "bob", "cy"])).tolist()
+    assert data.items.tolist() == dataset.item_ids.index_of(np.array([big, 3, 3, big + 1])).tolist()
+    assert (dataset.scale.low, dataset.scale.high, dataset.scale.step) == (2.0, 5.0, 0.5)
+
+
+def test_from_arrow_keeps_integer_ids_and_converts_whole_floats():
+    table = pa.table(
+        {
+            "u": pa.array([1, 2**63 - 1], pa.uint64()),
+            "i": pa.array([10.0, -3.0]),
+            "r": pa.array([1, 5], pa.int8()),
+            "t": pa.array([0, 86_400_000], pa.timestamp("ms")),
+        }
+    )
+    dataset = Dataset.from_arrow(table, user="u", item="i", rating="r", timestamp="t", name="mine")
+    assert dataset.name == "mine" and dataset.user_ids.raw.dtype == np.int64
+    assert raw_pairs(dataset) == [(1, 10, 1.0), (2**63 - 1, -3, 5.0)]
+    assert dataset.interactions.timestamps.tolist() == [0, 86_400]  # seconds, as files give them
+
+
+def test_from_pandas_drops_duplicates_keeping_the_latest(pd, caplog):
+    df = pd.DataFrame(
+        {
+            "user": [1, 1, 2, 1],
+            "item": [7, 8, 7, 7],
+            "rating": [1.0, 2.0, 3.0, 4.0],
+            "time": [300, 100, 100, 200],  # the repeated (1, 7): the first row is the latest
+        }
+    )
+    dataset = Dataset.from_pandas(df, timestamp="time")
+    assert raw_pairs(dataset) == [(1, 7, 1.0), (1, 8, 2.0), (2, 7, 3.0)]
+    assert dataset.interactions.timestamps.tolist() == [300, 100, 100]
+    assert "1 duplicate (user, item) row(s) dropped, keeping the latest" in caplog.text
+    untimed = Dataset.from_pandas(df)
+    assert raw_pairs(untimed) == [(1, 8, 2.0), (2, 7, 3.0), (1, 7, 4.0)]  # without time: the last
+
+
+BAD_INPUTS = {
+    "missing column": ({"user": [1], "item": [2], "score": [3.0]}, {}, r"no column 'rating'.*'score'"),
+    "null id": ({"user": [1, None], "item": [2, 3], "rating": [3.0, 4.0]}, {}, r"'user', row 1: missing"),
+    "NaN rating": ({"user": [1, 2], "item": [2, 3], "rating": [3.0, np.nan]}, {}, r"'rating', row 1"),
+    "inf rating": ({"user": [1, 2], "item": [2, 3], "rating": [np.inf, 1.0]}, {}, r"'rating', row 0: .*inf"),
+    "text rating": (
+        {"user": [1, 2], "item": [2, 3], "rating": ["4", "good"]},
+        {},
+        r"'rating', row 1: .*'good'",
+    ),
+    "mixed rating": ({"user": [1, 2], "item": [2, 3], "rating": [4, "x"]}, {}, r"'rating', row 1"),
+    "out of scale": (
+        {"user": [1, 2, 3], "item": [2, 3, 4], "rating": [3.0, 5.0, 9.0]},
+        {"scale": (1, 5)},
+        r"'rating', row 2: rating 9 is outside 1\.\.5",
+    ),
+    "fractional id": ({"user": [1.0, 2.5], "item": [2, 3], "rating": [3.0, 4.0]}, {}, r"'user', row 1"),
+    "float id past 2**53": (
+        {"user": [1, 2], "item": [2.0, 2.0**60], "rating": [3.0, 4.0]},
+        {},
+        r"'item', row 1: .*2\*\*53",
+    ),
+    "uint64 past int64": (
+        {"user": np.array([1, 2**64 - 1], np.uint64), "item": [2, 3], "rating": [3.0, 4.0]},
+        {},
+        r"'user', row 1: user id 18446744073709551615 does not fit int64",
+    ),
+    "missing timestamp": (
+        {"user": [1, 2], "item": [2, 3], "rating": [3.0, 4.0], "ts": [5.0, None]},
+        {"timestamp": "ts"},
+        r"'ts', row 1: missing timestamp",
+    ),
+    "empty": ({"user": [], "item": [], "rating": []}, {}, r"the table is empty"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_from_pandas_refuses_bad_input(pd, case):
+    columns, options, message = BAD_INPUTS[case]
+    with pytest.raises(DeepMovieError, match=message):
+        Dataset.from_pandas(pd.DataFrame(columns), **options)
+
+
+def test_from_arrow_refuses_nan_and_from_pandas_needs_a_dataframe(pd):
+    table = pa.table({"user": [1, 2], "item": [2, 3], "rating": [3.0, float("nan")]})  # NaN, not null
+    with pytest.raises(DeepMovieError, match=r"table: column 'rating', row 1: rating nan"):
+        Dataset.from_arrow(table)
+    with pytest.raises(DeepMovieError, match="expected a pandas DataFrame, got Table"):
+        Dataset.from_pandas(table)
+
+
+def test_from_path_equals_load_dataset(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("user,item,rating,timestamp\n7,a,4,100\n8,b,2,200\n7,b,5,300\n7,a,1,50\n")
+    dataset, expected = Dataset.from_path(path), load_dataset(path)
+    assert (dataset.name, dataset.source, dataset.layout) == (expected.name, expected.source, expected.layout)
+    assert raw_pairs(dataset) == raw_pairs(expected) == [(7, "a", 4.0), (8, "b", 2.0), (7, "b", 5.0)]
+    np.testing.assert_array_equal(dataset.interactions.timestamps, expected.interactions.timestamps)
+    assert dataset.scale == expected.scale == RatingScale(2.0, 5.0, 1.0)
+    declared = Dataset.from_path(path, sep=",", header=True, scale=(1, 5))
+    assert (
+        declared.scale
+        == load_dataset(path, options=ReadOptions(",", None, True, "utf-8", RatingScale(1, 5, 0))).scale
+    )
+    with pytest.raises(DeepMovieError, match=re.escape(f"{path}:3: rating 2 is outside 3..5")):
+        Dataset.from_path(path, scale=(3, 5))

@@ -25,8 +25,10 @@ from fastapi.testclient import TestClient
 from deepmovie.config import build_config
 from deepmovie.errors import DeepMovieError
 from deepmovie.experiment import run
+from deepmovie.recommender import Recommender, UnknownIdError
+from deepmovie.recommender.recommender import parse_ratings
+from deepmovie.recommender.schemas import Movie
 from deepmovie.serving.api import create_app
-from deepmovie.serving.recommender import FACTORS, Movie, Recommender, UnknownIdError, parse_ratings
 
 COMEDIES = range(1, 31)
 LIKES_COMEDY = {"1": 5, "2": 5, "3": 4.5, "31": 1, "32": 1}
@@ -105,24 +107,6 @@ def test_a_run_loads_without_its_training_data(data, tmp_path):
     assert recommender.recommend(1, k=3).items
 
 
-@pytest.mark.parametrize("model", sorted(FACTORS))
-def test_the_factor_view_scores_exactly_as_the_model(runs, model):
-    """The fast path (precomputed item factors) must agree with the model's own predict."""
-    recommender = Recommender.load(runs(model))
-    users = torch.arange(recommender.artifacts.n_users)
-    items = torch.randint(
-        0, recommender.artifacts.n_items, (len(users),), generator=torch.Generator().manual_seed(0)
-    )
-    with torch.no_grad():
-        expected = recommender.model.predict(users, items).numpy()
-    factors = recommender.factors
-    got = [
-        factors.scores(factors.user_vectors[u], factors.user_bias[u])[i]
-        for u, i in zip(users.tolist(), items.tolist(), strict=True)
-    ]
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-
-
 def test_an_incompatible_artifact_version_is_refused_by_name(runs, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(runs("biased-mf"), copy)
@@ -151,7 +135,9 @@ def test_weights_are_loaded_without_unpickling_code(runs, tmp_path):
     (copy / "model.pt").write_bytes(weights)
     config = (copy / "config.yaml").read_text()
     (copy / "config.yaml").write_text(config.replace("factors: 8", "factors: 9"))
-    with pytest.raises(DeepMovieError, match=r"model\.pt: does not fit config\.yaml \(size mismatch"):
+    with pytest.raises(
+        DeepMovieError, match=r"model\.pt: does not fit this 'biased-mf' configuration \(size mismatch"
+    ):
         Recommender.load(copy)
 
 
@@ -160,7 +146,7 @@ def test_seen_items_are_excluded_unless_asked(bmf):
     result = bmf.recommend(1, k=60)
     assert history and not history & {m.item for m in result.items}
     assert result.excluded_seen == len(history)
-    everything = bmf.recommend(1, k=60, include_seen=True)
+    everything = bmf.recommend(1, k=60, exclude_seen=False)
     assert history <= {m.item for m in everything.items}
     scores = [m.rating for m in result.items]
     assert scores == sorted(scores, reverse=True)
@@ -178,8 +164,8 @@ def test_genre_and_year_filters(bmf):
 @pytest.mark.parametrize("model", ["biased-mf", "svdpp", "pmf", "mf"])
 def test_fold_in_recovers_a_planted_users_taste(runs, model):
     recommender = Recommender.load(runs(model))
-    comedy_fan = recommender.recommend(ratings=LIKES_COMEDY, k=10)
-    drama_fan = recommender.recommend(ratings=LIKES_DRAMA, k=10)
+    comedy_fan = recommender.recommend_new(LIKES_COMEDY, k=10)
+    drama_fan = recommender.recommend_new(LIKES_DRAMA, k=10)
     assert comedy_fan.cold_start and comedy_fan.user is None and "ridge" in comedy_fan.method
     assert all(m.item in COMEDIES for m in comedy_fan.items)
     assert all(m.item not in COMEDIES for m in drama_fan.items)
@@ -188,16 +174,16 @@ def test_fold_in_recovers_a_planted_users_taste(runs, model):
 
 def test_cold_start_on_other_families_is_their_own_path_or_an_explicit_error(runs):
     user_autorec = Recommender.load(runs("autorec", params={"based": "user"}))
-    assert user_autorec.recommend(ratings=LIKES_COMEDY, k=5).method == "autorec fold-in"
+    assert user_autorec.recommend_new(LIKES_COMEDY, k=5).method == "autorec fold-in"
     item_autorec = Recommender.load(runs("autorec"))
     assert len(item_autorec.recommend(3, k=5).items) == 5  # predict reads the saved rows
-    with pytest.raises(DeepMovieError, match="item-based AutoRec"):
-        item_autorec.recommend(ratings=LIKES_COMEDY)
+    with pytest.raises(DeepMovieError, match="item-based autorec"):
+        item_autorec.recommend_new(LIKES_COMEDY)
     deepmf = Recommender.load(runs("deepmf"))
-    assert deepmf.recommend(3, k=5).method == "model predict"
+    assert deepmf.recommend(3, k=5).method == "model scores"
     assert deepmf.similar(1, k=3).method == "co-ratings (cosine)"
     with pytest.raises(DeepMovieError, match="not supported for model 'deepmf'"):
-        deepmf.recommend(ratings=LIKES_COMEDY)
+        deepmf.recommend_new(LIKES_COMEDY)
 
 
 def test_an_item_without_training_ratings_is_served_by_a_text_hybrid_only(data, tmp_path):
@@ -223,12 +209,12 @@ def test_unknown_users_and_items_are_explicit_errors(bmf):
         (lambda: bmf.predict("abc", 1), "ids are integers"),
         (lambda: bmf.predict(1, 10**30), "item 1000000000000000000000000000000: not an id"),
         (lambda: bmf.similar(61), "item 61: not an id"),
-        (lambda: bmf.recommend(ratings={"999": 5}), "item 999"),
+        (lambda: bmf.recommend_new({"999": 5}), "item 999"),
     ]:
         with pytest.raises(UnknownIdError, match=pattern):
             call()
     with pytest.raises(DeepMovieError, match=r"outside 0\.5\.\.5"):
-        bmf.recommend(ratings={"1": 7})
+        bmf.recommend_new({"1": 7})
 
 
 def test_similar_items_share_the_taste(bmf):
@@ -255,7 +241,7 @@ def test_parse_ratings():
 def test_concurrent_calls_answer_as_sequential_ones(bmf):
     calls = [
         lambda: bmf.recommend(1, k=10),
-        lambda: bmf.recommend(ratings=LIKES_DRAMA, k=10),
+        lambda: bmf.recommend_new(LIKES_DRAMA, k=10),
         lambda: bmf.similar(5, k=10),
         lambda: bmf.recommend(4, k=10, genre="Comedy"),
     ] * 50

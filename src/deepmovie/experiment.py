@@ -1,7 +1,9 @@
-"""The one straight path: data -> split -> model -> train -> evaluate -> run directory.
+"""The one straight path: data -> split -> model -> train -> evaluate -> recommender (and run directory).
 
-Under ``torchrun`` every rank walks this path (loads the data, trains its share, evaluates), and only
-rank 0 writes the run directory.
+:func:`fit` is the Python entry point: it trains in memory and returns a
+:class:`~deepmovie.recommender.Recommender`; :func:`run` is what ``deepmovie train`` calls and returns
+the summary. Under ``torchrun`` every rank walks this path (loads the data, trains its share,
+evaluates), and only rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +20,19 @@ import numpy as np
 import torch
 
 from deepmovie import __version__, machine
-from deepmovie.config import RunConfig, dump_yaml
+from deepmovie.config import RunConfig, build_config, dump_yaml
+from deepmovie.data.catalog import DEFAULT_DATASET
 from deepmovie.data.dataset import Dataset, load_dataset
 from deepmovie.data.interactions import Interactions
 from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
 from deepmovie.evaluation import COLD_POLICY, ColdFallback, Evaluator, rank
+from deepmovie.files import write_text
 from deepmovie.models import MODELS, DataInfo, Model
-from deepmovie.rundir import CHECKPOINT, CONFIG, ID_MAPS, SUMMARY, WEIGHTS
-from deepmovie.serving.artifacts import write_artifacts
+from deepmovie.recommender import Recommender
+from deepmovie.recommender.artifacts import Artifacts
+from deepmovie.recommender.recommender import weights_file
+from deepmovie.rundir import CHECKPOINT, CONFIG, REFIT, SUMMARY, WEIGHTS
 from deepmovie.splits import Split, make_splits
 from deepmovie.training.checkpoint import save_atomic
 from deepmovie.training.trainer import FitResult, Trainer
@@ -42,13 +49,15 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare(config: RunConfig) -> tuple[Dataset, list[Split]]:
-    """Load the data and cut the splits: everything that can fail on bad input, before any write."""
+def prepare(config: RunConfig, dataset: Dataset | None = None) -> tuple[Dataset, list[Split]]:
+    """Load the data (unless given) and cut the splits: everything that can fail on bad input, before
+    any write."""
     config.model_params()
-    dataset = load_dataset(
-        config.data, options=config.read.options(), test_file=config.test_file, item_docs=config.item_docs
-    )
-    split = "file" if config.test_file else config.split
+    if dataset is None:
+        dataset = load_dataset(
+            config.data, options=config.read.options(), test_file=config.test_file, item_docs=config.item_docs
+        )
+    split = "file" if dataset.test_rows is not None else config.split
     return dataset, make_splits(dataset, split, config.seed, config.valid_fraction)
 
 
@@ -90,30 +99,121 @@ def fit_valid(
     )
 
 
+@dataclass
+class TrainedFold:
+    split: Split
+    model: Model
+    record: dict[str, Any]  # the fold's figures, as in the summary
+
+
+@dataclass
+class Trained:
+    """Everything a training run produced: the data, each fold's model and the combined summary."""
+
+    config: RunConfig
+    dataset: Dataset
+    folds: list[TrainedFold]
+    summary: dict[str, Any]
+
+    def recommender(self, fold: int = 0) -> Recommender:
+        """The model of one fold as a :class:`Recommender`, with the ratings it saw."""
+        trained = self.folds[fold]
+        return Recommender(
+            trained.model, self.config, Artifacts.of(self.dataset, trained.split), self.summary
+        )
+
+
+def fit(
+    model: str,
+    data: str | Path | Dataset = DEFAULT_DATASET,
+    *,
+    split: str = "random:0.1",
+    seed: int = 0,
+    test_file: str | Path | None = None,
+    valid_fraction: float = 0.1,
+    refit: bool = False,
+    rank_k: int = 0,
+    device: str = "auto",
+    config: dict[str, Any] | None = None,
+    out: Path | str | None = None,
+    quiet: bool = True,
+    **params: Any,
+) -> Recommender:
+    """Train ``model`` on ``data`` in memory and return it as a :class:`Recommender` whose ``summary``
+    holds the test figures; with ``out`` the run directory is written too.
+
+    ``data`` is a built-in name, a folder, a ratings file or a :class:`Dataset` (``Dataset.from_pandas``
+    and friends); ``params`` are the model's own settings (``deepmovie models`` lists them) on top of
+    ``config`` (a run config as a dict, e.g. a preset's YAML loaded).
+    """
+    values = dict(config or {})
+    values.update(
+        model=model,
+        data=data.name if isinstance(data, Dataset) else str(data),
+        split=split,
+        seed=seed,
+        test_file=str(test_file) if test_file is not None else None,
+        valid_fraction=valid_fraction,
+        refit=refit,
+        rank_k=rank_k,
+        device=device,
+        params={**values.get("params", {}), **params},
+    )
+    trained = train(
+        build_config(values),
+        Path(out) if out is not None else None,
+        dataset=data if isinstance(data, Dataset) else None,
+        quiet=quiet,
+    )
+    if len(trained.folds) != 1:
+        raise DeepMovieError(
+            f"split {split!r} has {len(trained.folds)} folds and fit returns one model: pick one fold "
+            "(kfold:K:I), or train them all with deepmovie.experiment.run"
+        )
+    return trained.recommender()
+
+
 def run(config: RunConfig, out: Path | None, *, resume: bool = False, quiet: bool = False) -> dict:
-    """Train and evaluate ``config`` on every fold of its split; write the run directory."""
+    """Train and evaluate ``config`` on every fold of its split; write the run directory; the summary."""
+    return train(config, out, resume=resume, quiet=quiet).summary
+
+
+def train(
+    config: RunConfig,
+    out: Path | None = None,
+    *,
+    dataset: Dataset | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+) -> Trained:
+    """Train and evaluate ``config`` on every fold of its split (on ``dataset`` when given), keeping the
+    models; with ``out``, write the run directory."""
     if config.test_file and config.split != RunConfig.model_fields["split"].default:
         raise DeepMovieError("--split and --test-file are exclusive: the test file is the split")
+    if dataset is not None and config.test_file:
+        raise DeepMovieError("test_file: give the test rows inside the Dataset, or load both from files")
     if distributed.active() and config.model in NOT_DISTRIBUTED:
         raise DeepMovieError(f"{config.model} cannot run under torchrun: {NOT_DISTRIBUTED[config.model]}")
-    dataset, splits = prepare(config)
+    dataset, splits = prepare(config, dataset)
     device = distributed.local_device(select_device(config.device))
     writes = out is not None and distributed.is_main()
     if writes:
         _claim(out, resume)
-        (out / CONFIG).write_text(dump_yaml(config.resolved()))
+        write_text(out / CONFIG, dump_yaml(config.resolved()))
     folds = []
     for split in splits:
         fold_dir = out if out is None or len(splits) == 1 else out / f"fold-{split.fold}"
         if writes:
             fold_dir.mkdir(parents=True, exist_ok=True)
-        folds.append(_run_fold(config, dataset, split, device, fold_dir, resume, quiet))
-    summary = _combine(config, dataset, folds, device)
+        model, record = _run_fold(config, dataset, split, device, fold_dir, resume, quiet)
+        folds.append(TrainedFold(split, model, record))
+        if writes:
+            Artifacts.of(dataset, split).write_seen(fold_dir)
+    summary = _combine(config, dataset, [f.record for f in folds], device)
     if writes:
-        np.savez(out / ID_MAPS, users=dataset.user_ids.raw, items=dataset.item_ids.raw)
-        write_artifacts(out, dataset, splits)
-        (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+        Artifacts.of(dataset, splits[0]).write_shared(out)
+        write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    return Trained(config, dataset, folds, summary)
 
 
 def _claim(out: Path, resume: bool) -> None:
@@ -137,7 +237,7 @@ def _run_fold(
     fold_dir: Path | None,
     resume: bool,
     quiet: bool,
-) -> dict[str, Any]:
+) -> tuple[Model, dict[str, Any]]:
     began = time.perf_counter()
     model = build_model(config, dataset, split, device)
     judge = _evaluator(config, dataset, split.train)
@@ -155,7 +255,7 @@ def _run_fold(
         )
         model = build_model(refit_config, dataset, split, device)
         judge = _evaluator(config, dataset, seen)
-        refit_dir = fold_dir / "refit" if fold_dir is not None else None
+        refit_dir = fold_dir / REFIT if fold_dir is not None else None
         if refit_dir is not None and distributed.is_main():
             refit_dir.mkdir(exist_ok=True)
         empty = split.valid.subset(np.zeros(0, dtype=np.int64))
@@ -168,12 +268,12 @@ def _run_fold(
     if fold_dir is not None:
         state = distributed.gather_state(model, model.state_dict())
         if distributed.is_main():
-            save_atomic({"format": 1, "model": config.model, "state": state}, fold_dir / WEIGHTS)
+            save_atomic(weights_file(model, state), fold_dir / WEIGHTS)
     epoch_seconds = [h["seconds"] for h in history]
     trained_rows = sum(
         len(split.train) if "phase" not in h else len(split.train) + len(split.valid) for h in history
     )
-    return {
+    return model, {
         **split.record(),
         "n_train": len(split.train),
         "n_valid": len(split.valid),

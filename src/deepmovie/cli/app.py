@@ -20,6 +20,16 @@ app = typer.Typer(
     add_completion=False,
 )
 
+# Options several commands share, declared once.
+Data = Annotated[str | None, typer.Option(help="dataset name, folder or ratings file")]
+Split = Annotated[str | None, typer.Option(help="random:0.1, convmf, fold:u1, kfold:5:1, ...")]
+TestFile = Annotated[str | None, typer.Option(help="explicit test ratings; DATA is then train")]
+Seed = Annotated[int | None, typer.Option(help="seed of the split, initialisation and batches")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="model parameter key=value (repeatable)")]
+Device = Annotated[str | None, typer.Option(help="auto, cpu or cuda")]
+ConfigFile = Annotated[Path | None, typer.Option(help="YAML config (as written to a run directory)")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q")]
+
 
 def _quiet(quiet: bool) -> None:
     """Status lines go to a terminal only, like progress bars: piped output stays one error line."""
@@ -72,7 +82,7 @@ def fetch(
     allow_unverified: Annotated[
         bool, typer.Option(help="accept a zip whose MD5 is known nowhere (not recommended)")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Download an official MovieLens zip into DEEPMOVIE_HOME, verify it and unpack it."""
     from deepmovie.data.fetch import fetch as fetch_release
@@ -88,7 +98,7 @@ def synth(
     seed: int = 0,
     noise: Annotated[float, typer.Option(help="std of the Gaussian noise: the RMSE floor")] = 0.8,
     scale: Annotated[str, typer.Option(help="rating scale: 'whole' (1..5) or 'half' (0.5..5)")] = "whole",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Generate ratings with a known structure and noise floor, in a MovieLens dataset's shape."""
     from deepmovie.data.synth import synthesize
@@ -100,14 +110,14 @@ def synth(
 @app.command()
 def train(
     model: Annotated[str | None, typer.Argument(help="model name (see `deepmovie models`)")] = None,
-    data: Annotated[str | None, typer.Option(help="dataset name, folder or ratings file")] = None,
-    split: Annotated[str | None, typer.Option(help="random:0.1, convmf, fold:u1, kfold:5, ...")] = None,
-    test_file: Annotated[str | None, typer.Option(help="explicit test ratings; DATA is then train")] = None,
+    data: Data = None,
+    split: Split = None,
+    test_file: TestFile = None,
     item_docs: Annotated[str | None, typer.Option(help="ConvMF-style item_id::text file")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config (as written to RUN_DIR)")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="model parameter key=value")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    seed: Seed = None,
+    config: ConfigFile = None,
+    set_: Sets = None,
+    device: Device = None,
     valid_fraction: Annotated[
         float | None, typer.Option(help="share of train held out for validation")
     ] = None,
@@ -129,7 +139,7 @@ def train(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="run directory to write")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train a model, evaluate it on the test rows once, and write RUN_DIR (under torchrun: data
     parallel over the ranks, rank 0 writes and prints)."""
@@ -206,13 +216,13 @@ def tune(
     model: Annotated[str, typer.Argument(help="model name (see `deepmovie models`)")],
     trials: Annotated[int, typer.Option(help="trials to add to the study")],
     out: Annotated[Path, typer.Option(help="folder for best.yaml, study.md (and study.db by default)")],
-    data: Annotated[str | None, typer.Option(help="dataset name, folder or ratings file")] = None,
-    split: Annotated[str | None, typer.Option(help="random:0.1, fold:u1, kfold:5:1, ...")] = None,
-    test_file: Annotated[str | None, typer.Option(help="explicit test ratings; DATA is then train")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config: the fixed settings")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="fixed model parameter key=value")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    data: Data = None,
+    split: Split = None,
+    test_file: TestFile = None,
+    seed: Seed = None,
+    config: ConfigFile = None,
+    set_: Sets = None,
+    device: Device = None,
     valid_fraction: Annotated[float | None, typer.Option(help="share of train that scores trials")] = None,
     refit: Annotated[
         bool | None, typer.Option("--refit/--no-refit", help="best.yaml retrains on train+valid")
@@ -223,7 +233,7 @@ def tune(
     timeout: Annotated[
         float | None, typer.Option(help="stop starting trials after this many seconds")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Search MODEL's hyperparameters on the validation rows (never the test rows); write best.yaml."""
     import shlex
@@ -296,18 +306,18 @@ def bench(
     models: Annotated[
         list[str] | None, typer.Argument(help="MODEL[,MODEL...]; an entry may be LABEL=MODEL@PRESET.yaml")
     ] = None,
-    data: Annotated[str | None, typer.Option(help="dataset name, folder or ratings file")] = None,
-    split: Annotated[str | None, typer.Option(help="random:0.1, convmf, fold:u1, ...")] = None,
-    test_file: Annotated[str | None, typer.Option(help="explicit test ratings; DATA is then train")] = None,
+    data: Data = None,
+    split: Split = None,
+    test_file: TestFile = None,
     seeds: Annotated[str, typer.Option(help="comma-separated seeds, e.g. 0,1,2")] = "0",
     tuned: Annotated[bool, typer.Option(help="use configs/tuned/<model>-<dataset>.yaml presets")] = False,
     config_dir: Annotated[Path, typer.Option(help="where presets and tuned/ presets live")] = Path("configs"),
-    set_: Annotated[list[str] | None, typer.Option("--set", help="parameter key=value, every entry")] = None,
+    set_: Sets = None,
     peers: Annotated[str | None, typer.Option(help="peer libraries on the same split: surprise")] = None,
     suite: Annotated[str | None, typer.Option(help="tutorial, lecture, dlrm or deepmovie")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    device: Device = None,
     note: Annotated[list[str] | None, typer.Option(help="a line for results.md, e.g. the load")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Run models x seeds (+ peers) on one split; write mean ± std tables and plots to OUT."""
     import shlex
@@ -356,7 +366,7 @@ def predict(
     as_json: AsJson = False,
 ) -> None:
     """Predict one user's rating of one item."""
-    from deepmovie.serving.recommender import Recommender
+    from deepmovie.recommender import Recommender
 
     result = Recommender.load(run).predict(user, item)
     _emit(
@@ -378,16 +388,17 @@ def recommend(
     as_json: AsJson = False,
 ) -> None:
     """Top-K items for a known user (--user) or for a new one given by a few ratings (--ratings)."""
-    from deepmovie.serving.recommender import Recommender, parse_ratings
+    from deepmovie.recommender import Recommender
+    from deepmovie.recommender.recommender import parse_ratings
 
-    result = Recommender.load(run).recommend(
-        user,
-        ratings=parse_ratings(ratings) if ratings is not None else None,
-        k=k,
-        genre=genre,
-        min_year=min_year,
-        include_seen=include_seen,
-    )
+    if (user is None) == (ratings is None):
+        raise DeepMovieError("recommend needs exactly one of a user id (--user) or ratings (--ratings)")
+    recommender = Recommender.load(run)
+    filters = {"k": k, "genre": genre, "min_year": min_year, "exclude_seen": not include_seen}
+    if ratings is not None:
+        result = recommender.recommend_new(parse_ratings(ratings), **filters)
+    else:
+        result = recommender.recommend(user, **filters)
     who = f"user {result.user}" if result.user is not None else "a new user (cold start)"
     header = (
         f"top {len(result.items)} for {who}: {result.method}, {result.excluded_seen} rated item(s) left out"
@@ -404,7 +415,7 @@ def similar(
     as_json: AsJson = False,
 ) -> None:
     """The K items most similar to an item."""
-    from deepmovie.serving.recommender import Recommender
+    from deepmovie.recommender import Recommender
 
     result = Recommender.load(run).similar(item, k=k)
     header = f"similar to {result.item.title or result.item.item} ({result.method}):"
@@ -424,8 +435,8 @@ def serve(
 
     import uvicorn
 
+    from deepmovie.recommender import Recommender
     from deepmovie.serving.api import RUN_ENV, create_app
-    from deepmovie.serving.recommender import Recommender
 
     recommender = Recommender.load(run)  # a bad run directory fails here, as one error line
     typer.echo(

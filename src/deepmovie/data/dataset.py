@@ -1,4 +1,5 @@
-"""Load a dataset (a built-in name, a MovieLens folder or a ratings file) into one validated object."""
+"""Load a dataset (a built-in name, a MovieLens folder, a ratings file or a table in memory) into one
+validated object."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,13 +20,18 @@ import pyarrow as pa
 from deepmovie.data import catalog
 from deepmovie.data.interactions import IdMap, Interactions, RatingScale
 from deepmovie.data.movielens import Layout, detect_layout, load_side_info
-from deepmovie.data.readers import RawRatings, read_ratings
+from deepmovie.data.readers import RawRatings, _is_number, read_ratings
 from deepmovie.data.side import ItemInfo, UserInfo
 from deepmovie.errors import DeepMovieError, where
 
 log = logging.getLogger("deepmovie")
 CACHE_MIN_ROWS = 1_000_000  # below this, parsing is already faster than any cache bookkeeping
 CACHE_FORMAT = 1
+# In-memory data has no files beside it: a source under a folder that does not exist keeps file-based
+# features (ML-100K's fold files, next to ``source``) from picking up files in the working directory.
+MEMORY = Path("<memory>")
+FILE_SCALE_HINT = "set the scale with --rating-scale LOW:HIGH if the file is right"
+MEMORY_SCALE_HINT = "pass scale=(LOW, HIGH) if the data is right"
 
 
 @dataclass
@@ -55,6 +63,88 @@ class Dataset:
             f"{self.name}: {len(self.interactions):,} ratings, {self.n_users:,} users, "
             f"{self.n_items:,} items, density {density:.4%}, scale {self.scale.low:g}..{self.scale.high:g}"
         )
+
+    @classmethod
+    def from_arrow(
+        cls,
+        table: pa.Table,
+        *,
+        user: str = "user",
+        item: str = "item",
+        rating: str = "rating",
+        timestamp: str | None = None,
+        scale: tuple[float, float] | RatingScale | None = None,
+        name: str = "table",
+    ) -> Dataset:
+        """A dataset from ratings already in memory, held to the same checks as a ratings file (so a
+        model never sees data the CLI would refuse); errors name the column and the 0-based row."""
+        if not isinstance(table, pa.Table):
+            raise DeepMovieError(f"{name}: expected a pyarrow.Table, got {type(table).__name__}")
+        columns = _roles(user, item, rating, timestamp)
+        _require_columns(table.column_names, columns, name)
+        if table.num_rows == 0:
+            raise DeepMovieError(f"{name}: the table is empty (no rating rows)")
+        source = MEMORY / name
+        values = {role: _table_column(table, column, role, name) for role, column in columns.items()}
+        raws = [
+            RawRatings(values["user"], values["item"], values["rating"], values.get("timestamp"), source, -1)
+        ]
+        del values  # only raws holds the columns now: _encode frees them once encoded
+        rating_scale = _scale_of(scale, name)
+        if rating_scale is not None:
+            _check_range(raws[0].ratings, rating_scale, lambda row: _at(name, rating, row), MEMORY_SCALE_HINT)
+        users, items, ratings, timestamps, _, user_ids, item_ids = _encode(raws)
+        interactions = Interactions(users, items, ratings, len(user_ids), len(item_ids), timestamps)
+        rating_scale = rating_scale or RatingScale.infer(ratings)
+        return cls(name, source, "memory", interactions, user_ids, item_ids, rating_scale)
+
+    @classmethod
+    def from_pandas(
+        cls,
+        df: Any,
+        *,
+        user: str = "user",
+        item: str = "item",
+        rating: str = "rating",
+        timestamp: str | None = None,
+        scale: tuple[float, float] | RatingScale | None = None,
+        name: str = "dataframe",
+    ) -> Dataset:
+        """A dataset from a pandas DataFrame, through Arrow (pandas stays an optional dependency). Only
+        the used columns are converted: other columns cannot fail the conversion or cost memory."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise DeepMovieError("Dataset.from_pandas needs pandas: pip install 'pandas>=2'") from None
+        if not isinstance(df, pd.DataFrame):
+            raise DeepMovieError(f"{name}: expected a pandas DataFrame, got {type(df).__name__}")
+        columns = _roles(user, item, rating, timestamp)
+        _require_columns([str(c) for c in df.columns], columns, name)
+        used = [c for c in df.columns if str(c) in columns.values()]
+        try:
+            table = pa.Table.from_pandas(df[used], preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DeepMovieError(_unconvertible(df, columns, name, exc)) from None
+        return cls.from_arrow(
+            table, user=user, item=item, rating=rating, timestamp=timestamp, scale=scale, name=name
+        )
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | Path,
+        *,
+        sep: str | None = None,
+        columns: dict[str, str] | None = None,
+        header: bool | None = None,
+        encoding: str = "utf-8",
+        scale: tuple[float, float] | RatingScale | None = None,
+        test_file: str | Path | None = None,
+        item_docs: str | Path | None = None,
+    ) -> Dataset:
+        """:func:`load_dataset` with keyword options, so the three ways in sit side by side."""
+        options = ReadOptions(sep, columns, header, encoding, _scale_of(scale, str(path)))
+        return load_dataset(path, options=options, test_file=test_file, item_docs=item_docs)
 
 
 @dataclass(frozen=True)
@@ -205,18 +295,26 @@ def _read_and_encode(paths: list[Path], options: ReadOptions):
         )
         for p in paths
     ]
-    for raw in raws:
-        if options.scale is not None:
-            _check_range(raw, options.scale)
+    if options.scale is not None:
+        for raw in raws:
+            _check_range(
+                raw.ratings, options.scale, lambda row, r=raw: where(r.path, r.line_of(row)), FILE_SCALE_HINT
+            )
+    return _encode(raws)
+
+
+def _encode(raws: list[RawRatings]):
+    """Map raw ids to indices and keep one row per (user, item) within each part; a second part's rows
+    come back as ``test_rows``. Empties ``raws``: the raw columns are no longer needed (peak memory)."""
     if len(raws) == 2 and (raws[0].users.dtype.kind in "iu") != (raws[1].users.dtype.kind in "iu"):
-        raws = [_as_text_ids(r) for r in raws]
+        raws[:] = [_as_text_ids(r) for r in raws]
     user_ids, users = IdMap.encode(_join([r.users for r in raws]))
     item_ids, items = IdMap.encode(_join([r.items for r in raws]))
     ratings = _join([r.ratings for r in raws])
     has_time = all(r.timestamps is not None for r in raws)
     timestamps = _join([r.timestamps for r in raws]) if has_time else None
     parts = [(len(r.ratings), r.path) for r in raws]
-    del raws  # the raw columns are no longer needed: keep peak memory down
+    raws.clear()
     kept, offset = [], 0
     for size, path in parts:
         part = slice(offset, offset + size)
@@ -281,14 +379,14 @@ def _as_text_ids(raw: RawRatings) -> RawRatings:
     return raw
 
 
-def _check_range(raw: RawRatings, scale: RatingScale) -> None:
-    bad = (raw.ratings < scale.low) | (raw.ratings > scale.high)
+def _check_range(ratings: np.ndarray, scale: RatingScale, at: Callable[[int], str], fix: str) -> None:
+    """Refuse ratings outside a declared scale; ``at`` places a row (file line or table row)."""
+    bad = (ratings < scale.low) | (ratings > scale.high)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DeepMovieError(
-            f"{where(raw.path, raw.line_of(row))}: rating {raw.ratings[row]:g} is outside "
-            f"{scale.low:g}..{scale.high:g} ({int(bad.sum())} such row(s); set the scale with "
-            "--rating-scale LOW:HIGH if the file is right)"
+            f"{at(row)}: rating {ratings[row]:g} is outside {scale.low:g}..{scale.high:g} "
+            f"({int(bad.sum())} such row(s); {fix})"
         )
 
 
@@ -322,3 +420,139 @@ def _deduplicate(
         "latest" if timestamps is not None else "last",
     )
     return kept
+
+
+def _roles(user: str, item: str, rating: str, timestamp: str | None) -> dict[str, str]:
+    columns = {"user": user, "item": item, "rating": rating}
+    return columns | ({"timestamp": timestamp} if timestamp is not None else {})
+
+
+def _require_columns(present: list[str], columns: dict[str, str], name: str) -> None:
+    """Refuse a missing or repeated column up front, listing what the table has (a typo is likely)."""
+    for role, column in columns.items():
+        if present.count(column) != 1:
+            problem = "no" if column not in present else f"{present.count(column)} columns named"
+            raise DeepMovieError(
+                f"{name}: {problem} column {column!r} for the {role} (columns: {present}); "
+                f"pass {role}=COLUMN to name it"
+            )
+
+
+def _at(name: str, column: str, row: int) -> str:
+    return f"{name}: column {column!r}, row {row}"
+
+
+def _scale_of(scale: tuple[float, float] | RatingScale | None, name: str) -> RatingScale | None:
+    """A declared (LOW, HIGH) as the CLI's --rating-scale gives it: no rating grid assumed."""
+    if scale is None or isinstance(scale, RatingScale):
+        return scale
+    low, high = (float(v) for v in scale)
+    if not (np.isfinite([low, high]).all() and low < high):
+        raise DeepMovieError(f"{name}: rating scale {low:g}..{high:g} is empty or not finite")
+    return RatingScale(low, high, 0.0)
+
+
+def _first(bad: np.ndarray) -> int:
+    return int(np.flatnonzero(bad)[0])
+
+
+def _table_column(table: pa.Table, column: str, role: str, name: str) -> np.ndarray:
+    """One used column as the NumPy array a ratings file would give: ids as int64 or text, exactly
+    (never through float), ratings as float32, timestamps as int64 seconds."""
+    data = table.column(column)
+    if data.null_count:
+        row = _first(data.is_null().to_numpy(zero_copy_only=False))
+        raise DeepMovieError(
+            f"{_at(name, column, row)}: missing {role} value ({data.null_count:,} null(s) in the column)"
+        )
+    if pa.types.is_dictionary(data.type):  # pandas categoricals
+        data = data.cast(data.type.value_type)
+    kind = data.type
+    if role in ("user", "item"):
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return data.to_numpy(zero_copy_only=False).astype(str)
+        if pa.types.is_integer(kind):
+            return _as_int64(data.to_numpy(), column, f"{role} id", name)
+        if pa.types.is_floating(kind):
+            values = data.to_numpy()
+            # Above 2**53 a float has already lost the id: refuse rather than guess which one was meant.
+            bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) >= 2.0**53)
+            if bad.any():
+                row = _first(bad)
+                raise DeepMovieError(
+                    f"{_at(name, column, row)}: {role} id {values[row]!r} is not a whole number below 2**53, "
+                    "so a float column cannot hold it exactly; pass ids as integers or strings"
+                )
+            return values.astype(np.int64)
+        raise DeepMovieError(
+            f"{name}: column {column!r} holds {kind} values; {role} ids must be integers or strings"
+        )
+    if role == "rating":
+        if pa.types.is_decimal(kind):
+            data = data.cast(pa.float64())
+        elif not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            texts = [str(v) for v in data.to_pylist()]
+            row = next((i for i, text in enumerate(texts) if not _is_number(text)), 0)
+            raise DeepMovieError(
+                f"{_at(name, column, row)}: rating {texts[row]!r} is not a number "
+                f"(the column holds {kind} values; ratings must be numeric)"
+            )
+        values = data.to_numpy()
+        ratings = values.astype(np.float32)
+        bad = ~np.isfinite(ratings)
+        if bad.any():
+            row = _first(bad)
+            raise DeepMovieError(
+                f"{_at(name, column, row)}: rating {values[row]} is not a finite 32-bit number "
+                f"({int(bad.sum()):,} such row(s))"
+            )
+        return ratings
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        return data.to_numpy().astype("datetime64[s]").astype(np.int64)
+    if pa.types.is_integer(kind):
+        return _as_int64(data.to_numpy(), column, "timestamp", name)
+    if pa.types.is_floating(kind):
+        values = data.to_numpy()
+        bad = ~np.isfinite(values) | (np.abs(values) >= 2.0**63)
+        if bad.any():
+            row = _first(bad)
+            raise DeepMovieError(f"{_at(name, column, row)}: timestamp {values[row]} is not a usable time")
+        return values.astype(np.int64)  # whole seconds, as for files
+    raise DeepMovieError(
+        f"{name}: column {column!r} holds {kind} values; timestamps must be numbers or datetimes"
+    )
+
+
+def _as_int64(values: np.ndarray, column: str, what: str, name: str) -> np.ndarray:
+    """Integers as int64; a uint64 above 2**63-1 is refused rather than wrapped to a negative number."""
+    if values.dtype == np.uint64:
+        bad = values > np.iinfo(np.int64).max
+        if bad.any():
+            row = _first(bad)
+            raise DeepMovieError(f"{_at(name, column, row)}: {what} {values[row]} does not fit int64")
+    return values.astype(np.int64, copy=False)
+
+
+def _unconvertible(df: Any, columns: dict[str, str], name: str, error: Exception) -> str:
+    """Place a column Arrow cannot convert (an object column mixing types): the first row whose type
+    differs from the first value's (for ratings: the first value that is not a number)."""
+    for role, column in columns.items():
+        series = next(df[c] for c in df.columns if str(c) == column)
+        try:
+            pa.array(series, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            values = series.tolist()
+            if role == "rating":
+                row = next((i for i, v in enumerate(values) if not _is_real(v)), 0)
+            else:
+                row = next((i for i, v in enumerate(values) if type(v) is not type(values[0])), 0)
+            return (
+                f"{_at(name, column, row)}: {role} value {values[row]!r} ({type(values[row]).__name__}) "
+                f"does not fit the column's other values; give the column one type ({error})"
+            )
+    return f"{name}: cannot convert the DataFrame to Arrow ({error})"
+
+
+def _is_real(value: object) -> bool:
+    numeric = isinstance(value, int | float | np.integer | np.floating)
+    return numeric and not isinstance(value, bool | np.bool_)

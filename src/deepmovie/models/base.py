@@ -9,6 +9,12 @@ write their own sweep.
 A model's ``task`` says what its predictions are and so how it is judged: ``rating`` (a rating;
 RMSE), ``like`` (the probability of a rating >= ``like_rating``; AUC) or ``implicit`` (a preference
 score from binarized ratings; top-K ranking).
+
+A model also owns everything serving needs to know about it: ``score_items`` (a user's scores for
+every item), ``factors`` (its ``offset + b_u + b_i + x_u . q_i`` view, where it has one),
+``fold_in`` (a new user's scores from their ratings, without retraining), ``attach`` (the seen
+ratings, for models whose predictions read them) and ``load_weights``. Each has a default, so serving
+never looks inside a model.
 """
 
 from __future__ import annotations
@@ -16,13 +22,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.data.side import ItemInfo, UserInfo
+from deepmovie.errors import DeepMovieError
+from deepmovie.models.factors import Factors
 
 Task = Literal["rating", "like", "implicit"]
+
+
+class FoldInUnsupported(DeepMovieError):
+    """The model cannot place a new user without retraining."""
 
 
 class ModelParams(BaseModel):
@@ -96,6 +109,40 @@ class Model(torch.nn.Module):
         pairs_users = users.long().repeat_interleave(n_items)
         pairs_items = torch.arange(n_items, device=users.device).repeat(len(users))
         return self.predict(pairs_users, pairs_items).view(len(users), n_items)
+
+    def factors(self) -> Factors | None:
+        """The model as ``offset + b_u + b_i + x_u . q_i`` where it is one (None: it is not), so serving
+        scores a user with one product and folds a new user in by a ridge solve."""
+        return None
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        """Every item's score for a new user known only by ``ratings`` of ``items`` (indices), without
+        retraining: the factor view's ridge solve by default; :class:`FoldInUnsupported` without one."""
+        factors = self.factors()
+        if factors is None:
+            raise FoldInUnsupported(
+                f"cold start is not supported for model {self.name!r}: it has no user-independent way to "
+                "place a new user (factor models and U-AutoRec have one); recommend for a known user"
+            )
+        return factors.scores(*factors.fold_in(items, ratings))
+
+    def attach(self, seen: Interactions) -> None:
+        """Give a trained or loaded model the ratings it may read at prediction time (AutoRec's input
+        rows). Nothing by default: most models hold all they need in their weights."""
+
+    def load_weights(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load a saved ``state_dict``; buffers sized by the data (SVD++'s rated-item index) take the
+        saved size. Weights of another configuration are refused naming the first mismatch."""
+        for name, buffer in list(self.named_buffers()):
+            if name in state and state[name].shape != buffer.shape:
+                owner, _, leaf = name.rpartition(".")
+                setattr(self.get_submodule(owner), leaf, torch.empty_like(state[name]))
+        try:
+            self.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+            message = f"{source}: does not fit this {self.name!r} configuration ({first})"
+            raise DeepMovieError(message) from None
 
     def extra_metrics(
         self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from pydantic import Field
 
 from deepmovie.data.interactions import Interactions
 from deepmovie.models.base import DataInfo, Model, ModelParams
+from deepmovie.models.factors import Factors, to_numpy
 from deepmovie.models.registry import MODELS
 
 
@@ -52,6 +54,19 @@ class GlobalMean(Model):
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.mean.expand(len(users))
 
+    def factors(self) -> Factors:
+        n_users, n_items = self.info.n_users, self.info.n_items
+        return Factors(
+            float(self.mean),
+            np.zeros((n_users, 0), np.float32),
+            np.zeros(n_users, np.float32),
+            np.zeros((n_items, 0), np.float32),
+            np.zeros(n_items, np.float32),
+            0.0,
+            None,
+            reg_by_count=False,
+        )
+
 
 class BiasParams(ModelParams):
     epochs: int = Field(10, ge=1)
@@ -93,3 +108,16 @@ class Bias(Model):
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.mean + self.user_bias[users] + self.item_bias[items]
+
+    def factors(self) -> Factors:
+        n_users, n_items = self.info.n_users, self.info.n_items
+        return Factors(
+            float(self.mean),
+            np.zeros((n_users, 0), np.float32),
+            to_numpy(self.user_bias),
+            np.zeros((n_items, 0), np.float32),
+            to_numpy(self.item_bias),
+            0.0,
+            self.params.reg_user,  # b_u = sum(r - mu - b_i) / (reg_user + n): the model's own ALS step
+            reg_by_count=False,
+        )

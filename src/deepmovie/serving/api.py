@@ -23,15 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from deepmovie import __version__
 from deepmovie.errors import DeepMovieError
-from deepmovie.serving.recommender import (
-    History,
-    Movie,
-    Prediction,
-    Recommendations,
-    Recommender,
-    SimilarItems,
-    UnknownIdError,
-)
+from deepmovie.recommender import Recommender, UnknownIdError
+from deepmovie.recommender.schemas import History, Movie, Prediction, Recommendations, SimilarItems
 
 STATIC = Path(__file__).parent / "static"
 RUN_ENV = "DEEPMOVIE_RUN"  # the run directory of each worker process (``serve --workers N``)
@@ -104,7 +97,7 @@ def create_app(recommender: Recommender) -> FastAPI:
     ) -> Response:
         """Top-k items for a known user; items they rated are left out unless ``include_seen``."""
         return await answer(
-            recommender.recommend, user, k=k, genre=genre, min_year=min_year, include_seen=include_seen
+            recommender.recommend, user, k=k, genre=genre, min_year=min_year, exclude_seen=not include_seen
         )
 
     @app.post("/recommend", response_model=Recommendations)
@@ -117,7 +110,7 @@ def create_app(recommender: Recommender) -> FastAPI:
                 raise DeepMovieError(f"ratings: item {key} is rated twice")
             ratings[key] = entry.rating
         return await answer(
-            recommender.recommend, ratings=ratings, k=body.k, genre=body.genre, min_year=body.min_year
+            recommender.recommend_new, ratings, k=body.k, genre=body.genre, min_year=body.min_year
         )
 
     @app.get("/similar", response_model=SimilarItems)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from deepmovie.errors import DeepMovieError
+from deepmovie.files import write_atomic
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda handle: torch.save(obj, handle))
 
 
 def load_weights(path: Path) -> Any:

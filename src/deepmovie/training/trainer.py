@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from deepmovie.data.interactions import Interactions
 from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
+from deepmovie.files import write_text
 from deepmovie.models.base import Model
 from deepmovie.rundir import CHECKPOINT, METRICS
 from deepmovie.training.checkpoint import load_weights, save_atomic
@@ -170,9 +171,7 @@ class Trainer:
             self.run_dir / CHECKPOINT,
         )
         lines = "".join(json.dumps(h) + "\n" for h in result.history)
-        tmp = self.run_dir / f".{METRICS}.tmp"
-        tmp.write_text(lines)
-        tmp.replace(self.run_dir / METRICS)
+        write_text(self.run_dir / METRICS, lines)
 
     def _load(self, model: Model) -> dict[str, Any] | None:
         path = self.run_dir / CHECKPOINT if self.run_dir else None

@@ -5,13 +5,16 @@ a tuned figure is therefore an honest validation figure, and the test rows stay 
 of ``best.yaml``. Each epoch's validation figure feeds a median pruner; trials run in parallel
 worker processes (one torch thread pool each, sized so they share the cores), all writing to one
 SQLite study, so running the same command again continues the study where it stopped.
+
+This module is the search only: what a finished study leaves behind is rendered by
+:mod:`deepmovie.tuning.report` (``study.md``, ``best.yaml``) and :mod:`deepmovie.tuning.plots`
+(``study.png``), which read the study and its summary and never run trials.
 """
 
 from __future__ import annotations
 
 import datetime
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,13 @@ import optuna
 import torch
 
 from deepmovie import machine
-from deepmovie.config import RunConfig, build_config, dump_yaml
+from deepmovie.config import RunConfig, build_config
 from deepmovie.data.dataset import Dataset
 from deepmovie.errors import DeepMovieError
 from deepmovie.experiment import fit_valid, monitor, prepare, select_device
 from deepmovie.splits import Split
+from deepmovie.tuning.plots import plot_progress
+from deepmovie.tuning.report import best_yaml, markdown
 from deepmovie.tuning.spaces import Space, get_space
 
 STUDY_DB = "study.db"
@@ -35,7 +40,6 @@ PLOT = "study.png"
 # a slow learning rate look bad and are not.
 PRUNE_AFTER_TRIALS = 5
 PRUNE_AFTER_EPOCHS = 8
-TOP = 10
 
 
 def tune(
@@ -84,9 +88,12 @@ def tune(
     summary = _summarize(study, config, goal, storage, command)
     if summary["best_value"] is None:
         raise DeepMovieError(f"study {study_name!r}: no trial finished ({summary['trials']}); see {storage}")
-    (out / BEST).write_text(_best_yaml(study, config, summary))
-    (out / REPORT).write_text(_report(study, summary))
-    _plot(study, summary, out / PLOT)
+    (out / BEST).write_text(best_yaml(study, config, summary))
+    report = markdown(
+        study, summary, prune_after_trials=PRUNE_AFTER_TRIALS, prune_after_epochs=PRUNE_AFTER_EPOCHS
+    )
+    (out / REPORT).write_text(report)
+    plot_progress(study, summary, out / PLOT)
     return summary
 
 
@@ -229,76 +236,3 @@ def _summarize(
         "machine": machine.describe(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-
-
-def _best_yaml(study: optuna.Study, config: RunConfig, summary: dict[str, Any]) -> str:
-    """The full resolved config of the best trial, for ``deepmovie train --config``: its params and
-    its best epoch as the epoch budget, so a run of it stops where the trial peaked."""
-    params = {**study.best_trial.user_attrs["params"], "epochs": summary["best_epoch"]}
-    resolved = build_config({**config.model_dump(), "params": params}).resolved()
-    n = summary["trials"]
-    header = (
-        f"# Tuned by `deepmovie tune`: study {summary['study']!r}, best of {n['complete']} complete trials "
-        f"({n['pruned']} pruned): trial {summary['best_trial']},\n"
-        f"# best {summary['monitor']} {summary['best_value']:.4f} at epoch {summary['best_epoch']}, "
-        "scored on the validation part of the training rows only (never the test rows).\n"
-    )
-    return header + dump_yaml(resolved)
-
-
-def _report(study: optuna.Study, summary: dict[str, Any]) -> str:
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    ranked = sorted(complete, key=lambda t: t.value, reverse=summary["direction"] == "maximize")[:TOP]
-    counts = ", ".join(f"{v} {k}" for k, v in summary["trials"].items() if v)
-    lines = [
-        f"# Tuning {summary['model']} on {summary['data']} ({summary['split']}, seed {summary['seed']})",
-        "",
-        f"- command: `{summary['command'] or 'deepmovie.tuning.tune (Python API)'}`",
-        f"- date: {summary['date']}",
-        f"- machine: {summary['machine']}; {os.environ.get('OMP_NUM_THREADS', 'default')} OMP threads",
-        f"- study: {summary['study']!r} in `{summary['storage']}` ({counts})",
-        f"- objective: best {summary['monitor']} of a trial ({summary['direction']}), on the validation "
-        "part of the training rows; the test rows are never scored while tuning",
-        f"- pruning: median of earlier trials at the same epoch, after {PRUNE_AFTER_TRIALS} trials and "
-        f"{PRUNE_AFTER_EPOCHS} epochs",
-        f"- best: trial {summary['best_trial']}, {summary['monitor']} **{summary['best_value']:.4f}** "
-        f"at epoch {summary['best_epoch']}",
-        f"- best params: `{summary['best_params']}`",
-        "",
-        f"| rank | trial | {summary['monitor']} | best epoch | seconds | sampled |",
-        "|---|---|---|---|---|---|",
-    ]
-    for rank, trial in enumerate(ranked, start=1):
-        seconds = trial.duration.total_seconds() if trial.duration else float("nan")
-        sampled = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-        lines.append(
-            f"| {rank} | {trial.number} | {trial.value:.4f} | {trial.user_attrs.get('best_epoch')} "
-            f"| {seconds:.1f} | {sampled} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _plot(study: optuna.Study, summary: dict[str, Any], path: Path) -> None:
-    """Each finished trial's figure and the best so far, by trial number: is the search still gaining?"""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    numbers = [t.number for t in complete]
-    values = [t.value for t in complete]
-    best = max if summary["direction"] == "maximize" else min
-    running = [best(values[: n + 1]) for n in range(len(values))]
-    figure, axes = plt.subplots(figsize=(6, 3.5))
-    axes.scatter(numbers, values, s=14, label="complete trial")
-    axes.step(numbers, running, where="post", color="black", label="best so far")
-    axes.set(xlabel="trial", ylabel=summary["monitor"], title=f"{summary['model']} on {summary['data']}")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

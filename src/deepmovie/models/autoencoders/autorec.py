@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import scipy.sparse as sp
 import torch
 from pydantic import Field
@@ -22,7 +23,8 @@ from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
 from deepmovie.models.autoencoders.rows import SparseRows, SparseTimesDense
-from deepmovie.models.base import DataInfo
+from deepmovie.models.base import DataInfo, FoldInUnsupported
+from deepmovie.models.factors import to_numpy
 from deepmovie.models.layers import ACTIVATIONS, Activation
 from deepmovie.models.minibatch import MiniBatchModel, MiniBatchParams
 from deepmovie.models.registry import MODELS
@@ -130,8 +132,27 @@ class AutoRec(MiniBatchModel):
         return sp.csr_matrix(by_user.T) if self.params.based == "item" else sp.csr_matrix(by_user)
 
     def prepare(self, train: Interactions, seed: int) -> None:
-        self._rows = SparseRows(self.row_matrix(train), self.device)
+        self.attach(train)
         self.start_optimization(seed)
+
+    def attach(self, seen: Interactions) -> None:
+        """Predictions are reconstructions of rating rows: they read the rows of ``seen``."""
+        self._rows = SparseRows(self.row_matrix(seen), self.device)
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        """U-AutoRec encodes a user's rating row: a new user's row is just another input."""
+        if self.params.based != "user":
+            raise FoldInUnsupported(
+                f"cold start is not supported for item-based {self.name}: it encodes items by the users "
+                "who rated them, and a new user is an input column the network has no weights for "
+                "(U-AutoRec, `--set based=user`, supports it)"
+            )
+        row = torch.zeros(1, self.info.n_items, device=self.device)
+        row[0, torch.as_tensor(items, device=self.device)] = torch.as_tensor(
+            ratings, dtype=torch.float32, device=self.device
+        )
+        with torch.no_grad():
+            return to_numpy(self.reconstruct(row)[0])
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """A seeded permutation of the encoded rows (items for I-AutoRec)."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 
 from deepmovie.models.base import DataInfo
+from deepmovie.models.factors import Factors, to_numpy
 from deepmovie.models.layers import embedding
 from deepmovie.models.minibatch import MiniBatchModel, MiniBatchParams
 from deepmovie.models.registry import MODELS
@@ -34,6 +36,20 @@ class MF(MiniBatchModel):
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return (self.user_factors(users) * self.item_factors(items)).sum(-1)
+
+    def factors(self) -> Factors:
+        n_users, n_items = self.info.n_users, self.info.n_items
+        with torch.no_grad():
+            return Factors(
+                0.0,
+                to_numpy(self.user_factors.weight),
+                np.zeros(n_users, np.float32),
+                to_numpy(self.item_factors.weight),
+                np.zeros(n_items, np.float32),
+                self.params.reg_user,
+                None,
+                reg_by_count=True,  # per-rating SGD: each rating of the user adds reg_user |p_u|^2
+            )
 
     def batch_loss(self, users, items, ratings):
         p, q = self.user_factors(users), self.item_factors(items)
@@ -84,6 +100,19 @@ class BiasedMF(MF):
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.rate(users, items, self.user_factors(users))
+
+    def factors(self) -> Factors:
+        with torch.no_grad():
+            return Factors(
+                float(self.mean),
+                to_numpy(self.user_factors.weight),
+                to_numpy(self.user_bias.weight[:, 0]),
+                to_numpy(self.item_factors.weight),
+                to_numpy(self.item_bias.weight[:, 0]),
+                self.params.reg_user,
+                self.params.reg_bias,
+                reg_by_count=True,
+            )
 
     def rate(self, users: torch.Tensor, items: torch.Tensor, user_vectors: torch.Tensor) -> torch.Tensor:
         """``mu + b_u + b_i + x_u . q_i`` for a given user vector (``p_u``, or SVD++'s richer one)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import scipy.sparse as sp
 import torch
 from pydantic import Field
@@ -10,6 +11,7 @@ from deepmovie.data.interactions import Interactions
 from deepmovie.engine import distributed
 from deepmovie.models.base import DataInfo, Model, ModelParams
 from deepmovie.models.factorization.als import PaddedRows, solve_rows
+from deepmovie.models.factors import Factors, to_numpy
 from deepmovie.models.registry import MODELS
 
 
@@ -78,3 +80,16 @@ class PMF(Model):
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.mean + (self.user_factors[users] * self.item_factors[items]).sum(-1)
+
+    def factors(self) -> Factors:
+        n_users, n_items = self.info.n_users, self.info.n_items
+        return Factors(
+            float(self.mean),
+            to_numpy(self.user_factors),
+            np.zeros(n_users, np.float32),
+            to_numpy(self.item_factors),
+            np.zeros(n_items, np.float32),
+            self.params.reg_user,
+            None,
+            self.params.reg_by_count,
+        )

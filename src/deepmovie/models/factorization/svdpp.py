@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from pydantic import Field
 
 from deepmovie.data.interactions import Interactions
 from deepmovie.models.base import DataInfo
 from deepmovie.models.factorization.mf import BiasedMF, BiasedMFParams
+from deepmovie.models.factors import Factors, to_numpy
 from deepmovie.models.layers import embedding
 from deepmovie.models.registry import MODELS
 
@@ -38,6 +41,13 @@ class SVDpp(BiasedMF):
         self.implicit = embedding(info.n_items, params.factors, params.init_std, params.sparse)
         self.register_buffer("rated_indptr", torch.zeros(info.n_users + 1, dtype=torch.long))
         self.register_buffer("rated_items", torch.zeros(0, dtype=torch.long))
+
+    def factors(self) -> Factors:
+        with torch.no_grad():
+            vectors, _, _ = self.user_vectors(torch.arange(self.info.n_users, device=self.device))
+            return replace(
+                super().factors(), user_vectors=to_numpy(vectors), implicit=to_numpy(self.implicit.weight)
+            )
 
     def prepare(self, train: Interactions, seed: int) -> None:
         csr = train.csr()

@@ -1,10 +1,11 @@
-"""What serving needs beside the weights, written into the run directory so it loads without the data.
+"""What a trained model needs beside its weights to serve, in memory and in a run directory.
 
 ``serving.json`` (the versioned manifest: rating scale, genre names, user feature vocabularies),
-``items.npz`` (titles, years, multi-hot genres) and ``users.npz`` (user feature codes) sit beside
-``config.yaml``; each fold directory gets ``seen.npz``: the CSR of the train + valid ratings (what the
-model saw: excluded from recommendations, a user's history, and AutoRec's input rows) and the training
-mean the model was built with. Everything is plain arrays read with ``allow_pickle=False``.
+``ids.npz`` (raw ids by index), ``items.npz`` (titles, years, multi-hot genres, documents) and
+``users.npz`` (user feature codes) sit beside ``config.yaml``; each fold directory gets ``seen.npz``:
+the CSR of the train + valid ratings (what the model saw: excluded from recommendations, a user's
+history, and AutoRec's input rows) and the training mean the model was built with. Everything is plain
+arrays read with ``allow_pickle=False`` and written atomically.
 """
 
 from __future__ import annotations
@@ -21,53 +22,17 @@ from deepmovie.data.dataset import Dataset
 from deepmovie.data.interactions import IdMap, Interactions, RatingScale
 from deepmovie.data.side import ItemInfo, UserInfo
 from deepmovie.errors import DeepMovieError
+from deepmovie.files import write_arrays, write_text
 from deepmovie.rundir import ID_MAPS, ITEMS, MANIFEST, SEEN, USERS
 from deepmovie.splits import Split
 
 FORMAT = 1
 
 
-def write_artifacts(out: Path, dataset: Dataset, splits: list[Split]) -> None:
-    """Write the manifest and metadata into ``out`` and the seen ratings into each fold's directory."""
-    items, users = dataset.items, dataset.users
-    manifest = {
-        "format": FORMAT,
-        "deepmovie": __version__,
-        "scale": dataset.scale.to_dict(),
-        "genre_names": items.genre_names if items is not None else None,
-        "user_fields": {name: vocab for name, (_, vocab) in users.fields.items()} if users else None,
-    }
-    if items is not None:
-        np.savez(
-            out / ITEMS,
-            titles=np.asarray(items.titles, dtype=str),
-            years=items.years,
-            genres=items.genres,
-            listed=items.listed,
-            documents=np.asarray(items.documents, dtype=str),  # what a text encoder reads
-        )
-    if users is not None:
-        fields = {f"field_{name}": codes for name, (codes, _) in users.fields.items()}
-        np.savez(out / USERS, listed=users.listed, **fields)
-    for split in splits:
-        fold_dir = out if len(splits) == 1 else out / f"fold-{split.fold}"
-        seen = split.train.concat(split.valid).csr()
-        np.savez(
-            fold_dir / SEEN,
-            indptr=seen.indptr,
-            indices=seen.indices,
-            ratings=seen.data,
-            train_mean=np.float64(np.mean(split.train.ratings)),
-        )
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
 @dataclass(frozen=True)
 class Artifacts:
-    """A run's serving artifacts, loaded: ids, scale, side information and the seen ratings."""
+    """Ids, scale, side information and the seen ratings of one trained model."""
 
-    root: Path  # the run directory (config, ids, metadata)
-    fold_dir: Path  # where model.pt and seen.npz are (the root, or one fold of a k-fold run)
     user_ids: IdMap
     item_ids: IdMap
     scale: RatingScale
@@ -75,6 +40,19 @@ class Artifacts:
     users: UserInfo | None
     seen: sp.csr_matrix  # users x items, train + valid ratings
     train_mean: float
+
+    @classmethod
+    def of(cls, dataset: Dataset, split: Split) -> Artifacts:
+        """The artifacts of a model trained on ``split`` of ``dataset`` (its train + valid rows seen)."""
+        return cls(
+            dataset.user_ids,
+            dataset.item_ids,
+            dataset.scale,
+            dataset.items,
+            dataset.users,
+            split.train.concat(split.valid).csr(),
+            float(np.mean(split.train.ratings)),
+        )
 
     @property
     def n_users(self) -> int:
@@ -85,10 +63,45 @@ class Artifacts:
         return len(self.item_ids)
 
     def interactions(self) -> Interactions:
-        """The seen ratings as rows, for a model's ``prepare``."""
+        """The seen ratings as rows, for a model's ``attach``."""
         coo = self.seen.tocoo()
         return Interactions(
             coo.row.astype(np.int32), coo.col.astype(np.int32), coo.data, self.n_users, self.n_items
+        )
+
+    def write_shared(self, root: Path) -> None:
+        """The files every fold shares: id maps, metadata and the manifest (written last)."""
+        items, users = self.items, self.users
+        write_arrays(root / ID_MAPS, users=self.user_ids.raw, items=self.item_ids.raw)
+        if items is not None:
+            write_arrays(
+                root / ITEMS,
+                titles=np.asarray(items.titles, dtype=str),
+                years=items.years,
+                genres=items.genres,
+                listed=items.listed,
+                documents=np.asarray(items.documents, dtype=str),  # what a text encoder reads
+            )
+        if users is not None:
+            fields = {f"field_{name}": codes for name, (codes, _) in users.fields.items()}
+            write_arrays(root / USERS, listed=users.listed, **fields)
+        manifest = {
+            "format": FORMAT,
+            "deepmovie": __version__,
+            "scale": self.scale.to_dict(),
+            "genre_names": items.genre_names if items is not None else None,
+            "user_fields": {name: vocab for name, (_, vocab) in users.fields.items()} if users else None,
+        }
+        write_text(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+    def write_seen(self, fold_dir: Path) -> None:
+        seen = self.seen
+        write_arrays(
+            fold_dir / SEEN,
+            indptr=seen.indptr,
+            indices=seen.indices,
+            ratings=seen.data,
+            train_mean=np.float64(self.train_mean),
         )
 
 
@@ -110,13 +123,13 @@ def locate(run_dir: Path) -> tuple[Path, Path]:
     return root, run_dir
 
 
-def load_artifacts(run_dir: Path) -> Artifacts:
+def load_artifacts(root: Path, fold_dir: Path) -> Artifacts:
     """Read and check the artifacts; an unknown format version is refused with the versions named."""
-    root, fold_dir = locate(run_dir)
     try:
         manifest = json.loads((root / MANIFEST).read_text())
         version = manifest["format"]
-    except (ValueError, KeyError, TypeError) as exc:
+        scale = RatingScale(**manifest["scale"])
+    except (ValueError, KeyError, TypeError, OSError) as exc:
         raise DeepMovieError(f"{root / MANIFEST}: not a serving manifest ({exc})") from None
     if version != FORMAT:
         raise DeepMovieError(
@@ -127,20 +140,22 @@ def load_artifacts(run_dir: Path) -> Artifacts:
     ids = _arrays(root / ID_MAPS)
     user_ids, item_ids = IdMap(ids["users"]), IdMap(ids["items"])
     seen_arrays = _arrays(fold_dir / SEEN)
-    seen = sp.csr_matrix(
-        (seen_arrays["ratings"], seen_arrays["indices"], seen_arrays["indptr"]),
-        shape=(len(user_ids), len(item_ids)),
-    )
+    try:
+        seen = sp.csr_matrix(
+            (seen_arrays["ratings"], seen_arrays["indices"], seen_arrays["indptr"]),
+            shape=(len(user_ids), len(item_ids)),
+        )
+        train_mean = float(seen_arrays["train_mean"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DeepMovieError(f"{fold_dir / SEEN}: not a seen-ratings artifact ({exc})") from None
     return Artifacts(
-        root,
-        fold_dir,
         user_ids,
         item_ids,
-        RatingScale(**manifest["scale"]),
+        scale,
         _items(root, manifest, len(item_ids)),
         _users(root, manifest),
         seen,
-        float(seen_arrays["train_mean"]),
+        train_mean,
     )
 
 
@@ -150,7 +165,7 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise DeepMovieError(f"{path}: not a readable artifact ({exc})") from None
 
 
