@@ -18,6 +18,8 @@ import pytest
 from conftest import SHARED, shared_data, write_ratings
 from deepmovie.config import build_config, load_config_file
 
+pytestmark = pytest.mark.slow  # real subprocesses, each importing PyTorch
+
 SUMMARY_KEYS = {
     "model",
     "data",

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_movies, write_ratings
 
 import deepmovie
+from conftest import write_movies, write_ratings
 from deepmovie.errors import DeepMovieError
 from deepmovie.models import MODELS
 from deepmovie.models.base import FoldInUnsupported

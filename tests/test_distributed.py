@@ -29,7 +29,7 @@ from deepmovie.rundir import SUMMARY, WEIGHTS
 from deepmovie.training.checkpoint import load_weights
 
 LAUNCH_TIMEOUT = 150  # seconds for one 2-rank launch (start-up included)
-pytestmark = pytest.mark.timeout(2 * LAUNCH_TIMEOUT + 60)
+pytestmark = [pytest.mark.timeout(2 * LAUNCH_TIMEOUT + 60), pytest.mark.slow]
 
 # The worker's runs: (name, model, params); the same configs are run in one process for reference.
 WORKER_RUNS = [

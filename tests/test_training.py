@@ -102,6 +102,7 @@ def test_non_finite_loss_stops_with_advice_and_keeps_last_good_checkpoint(tmp_pa
     assert load_weights(tmp_path / CHECKPOINT)["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     """A real SIGKILL mid-training, then --resume: same final metrics as one uninterrupted run."""
     data = write_ratings(tmp_path / "big.csv", n_users=300, n_items=200, density=0.3)

@@ -104,6 +104,7 @@ def test_best_yaml_trains_as_is_and_reproduces_the_best_valid_figure(tuned, tmp_
     assert run["valid_rmse"] == pytest.approx(summary["best_value"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_rerunning_continues_the_study_in_parallel_workers(tuned, tmp_path):
     config, out, summary, _ = tuned
     copy = shutil.copytree(out, tmp_path / "out")

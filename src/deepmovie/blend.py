@@ -32,9 +32,9 @@ from deepmovie.evaluation import ColdFallback, predict_ratings
 from deepmovie.experiment import build_model, prepare
 from deepmovie.metrics import mae, rmse
 from deepmovie.models import Model
+from deepmovie.recommender.recommender import read_weights
 from deepmovie.rundir import CONFIG, SUMMARY, WEIGHTS
 from deepmovie.splits import Split
-from deepmovie.training.checkpoint import load_weights
 
 REPORT = "blend.md"
 # Fields that decide which rows are train, validation and test: members must agree on all of them.
@@ -189,18 +189,8 @@ def run_predictions(run: Run, dataset: Dataset, split: Split, *rows: Interaction
 
 def _load_model(run: Run, dataset: Dataset, split: Split, trained_on: Interactions) -> Model:
     model = build_model(run.config, dataset, split, torch.device("cpu"))
-    # The trainer's resume order: prepare on the training rows (AutoRec reads them to predict,
-    # SVD++ sizes its buffers by them), then load the weights.
-    model.prepare(trained_on, run.config.seed)
-    saved = load_weights(run.path / WEIGHTS)
-    if not isinstance(saved, dict) or saved.get("model") != run.config.model:
-        raise DeepMovieError(f"{run.path / WEIGHTS}: not weights of a {run.config.model!r} model")
-    try:
-        model.load_state_dict(saved["state"])
-    except RuntimeError as exc:
-        raise DeepMovieError(
-            f"{run.path / WEIGHTS}: does not fit {CONFIG} ({str(exc).splitlines()[0]})"
-        ) from None
+    model.load_weights(read_weights(run.path / WEIGHTS, run.config.model), str(run.path / WEIGHTS))
+    model.attach(trained_on)  # the rows it trained on: what AutoRec reconstructs to predict
     return model.eval()
 
 

@@ -86,15 +86,7 @@ class Recommender:
         root, fold_dir = locate(Path(run_dir))
         config = build_config(load_config_file(root / CONFIG))
         artifacts = load_artifacts(root, fold_dir)
-        saved = load_weights(fold_dir / WEIGHTS)
-        if (
-            not isinstance(saved, dict)
-            or saved.get("format") != WEIGHTS_FORMAT
-            or saved.get("model") != config.model
-        ):
-            raise DeepMovieError(
-                f"{fold_dir / WEIGHTS}: not weights of a {config.model!r} model in format {WEIGHTS_FORMAT}"
-            )
+        state = read_weights(fold_dir / WEIGHTS, config.model)
         info = DataInfo(
             artifacts.n_users,
             artifacts.n_items,
@@ -104,7 +96,7 @@ class Recommender:
             artifacts.users,
         )
         model = MODELS.get(config.model)(config.model_params(), info)
-        model.load_weights(saved["state"], str(fold_dir / WEIGHTS))
+        model.load_weights(state, str(fold_dir / WEIGHTS))
         return cls(model, config, artifacts, _read_summary(root / SUMMARY))
 
     def save(self, out: Path | str, *, overwrite: bool = False) -> Path:
@@ -434,6 +426,18 @@ def weights_file(model: Model, state: dict[str, torch.Tensor]) -> dict[str, Any]
     """What ``model.pt`` holds: the format, the model's name and its state on the CPU."""
     cpu = {name: tensor.detach().cpu() for name, tensor in state.items()}
     return {"format": WEIGHTS_FORMAT, "model": model.name, "state": cpu}
+
+
+def read_weights(path: Path, model_name: str) -> dict[str, torch.Tensor]:
+    """The state dict in a ``model.pt``, checked to be of ``model_name`` in our format."""
+    saved = load_weights(path)
+    if (
+        not isinstance(saved, dict)
+        or saved.get("format") != WEIGHTS_FORMAT
+        or saved.get("model") != model_name
+    ):
+        raise DeepMovieError(f"{path}: not weights of a {model_name!r} model in format {WEIGHTS_FORMAT}")
+    return saved["state"]
 
 
 def claim_run_dir(out: Path, overwrite: bool) -> None:
