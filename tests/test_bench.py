@@ -183,6 +183,23 @@ def test_peers_train_on_the_training_part_and_score_the_same_test_rows(ratings, 
     assert "Peer settings:" in (out / "results.md").read_text()
 
 
+def test_a_ranking_bench_judges_models_and_implicit_peers_on_the_same_top_k(ratings, tmp_path):
+    pytest.importorskip("implicit")
+    out = tmp_path / "bench"
+    rows = quick(ratings, out, ["bias"], seeds="0", peers=["implicit"], rank_k=5)
+    assert {r.label for r in rows} == {"bias", "implicit-als", "implicit-bpr"}
+    assert all(r.metric == "ndcg@5" and 0 <= r.mean <= 1 for r in rows)
+    (ours,) = summaries(out, "bias")
+    for peer in ("implicit-als", "implicit-bpr"):
+        (theirs,) = summaries(out, peer)
+        assert theirs["split_hash"] == ours["split_hash"]
+        assert theirs["test_ranked_users"] == ours["ranking"]["ranked_users"]
+        assert {"test_recall@20", "test_ndcg@100"} <= theirs.keys()
+    table = (out / "results.md").read_text()
+    figures = [float(line.split("NDCG@5 ")[1].split()[0]) for line in table.splitlines() if "NDCG@5 " in line]
+    assert figures == sorted(figures, reverse=True)  # best first
+
+
 def test_peers_without_surprise_name_the_extra(ratings, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "surprise", None)  # import surprise -> ImportError
     with pytest.raises(DeepMovieError, match=r"pip install 'deepmovie\[peers\]'"):

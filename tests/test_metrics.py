@@ -180,3 +180,26 @@ def test_hand_computed_ranking():
     assert got["ndcg@3"] == pytest.approx((1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3)))
     assert got["map@3"] == pytest.approx((1 / 1 + 2 / 3) / 2)
     assert got["coverage@3"] == pytest.approx(3 / 5) and got["ranked_users"] == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_extra_cutoffs_match_brute_force(seed):
+    """recall@20, recall@50 and NDCG@100 come from the same top-N as the K metrics."""
+    rng = np.random.default_rng(100 + seed)
+    n_users, n_items = 30, int(rng.integers(40, 130))
+    scores = rng.random((n_users, n_items)).astype(np.float32)
+    train = rng.random((n_users, n_items)) < 0.3
+    relevant = (rng.random((n_users, n_items)) < 0.2) & ~train
+    extra = (("recall", 20), ("recall", 50), ("ndcg", 100))
+    got = ranking_metrics(
+        lambda users: torch.from_numpy(scores[users.numpy()]),
+        sp.csr_matrix(train.astype(np.float32)),
+        sp.csr_matrix(relevant.astype(np.float32)),
+        k=10,
+        batch_size=7,
+        extra=extra,
+    )
+    assert got == pytest.approx({**got, **reference(scores, train, relevant, 10)})
+    for name, cutoff in extra:
+        expected = reference(scores, train, relevant, min(cutoff, n_items))
+        assert got[f"{name}@{cutoff}"] == pytest.approx(expected[f"{name}@{min(cutoff, n_items)}"], abs=1e-9)

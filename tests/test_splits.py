@@ -39,7 +39,16 @@ def raw_pairs(dataset, part) -> set[tuple]:
     return set(zip(users, items, strict=True))
 
 
-SPECS = ["random:0.2", "random:0.2:0.1", "convmf", "kfold:5", "kfold:4:1", "temporal:0.25", "user-holdout:2"]
+SPECS = [
+    "random:0.2",
+    "random:0.2:0.1",
+    "convmf",
+    "kfold:5",
+    "kfold:4:1",
+    "temporal:0.25",
+    "user-holdout:2",
+    "last:2",
+]
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -63,7 +72,7 @@ def test_seeded_determinism(dataset, spec):
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(keys(x.valid, dataset), keys(y.valid, dataset))
         np.testing.assert_array_equal(keys(x.test, dataset), keys(y.test, dataset))
-    if spec.startswith("temporal"):  # one time cut: only the validation rows depend on the seed
+    if spec.startswith(("temporal", "last")):  # cut by time: only the validation rows depend on the seed
         assert [s.test_hash for s in other] == [s.test_hash for s in a]
     else:
         assert [s.test_hash for s in other] != [s.test_hash for s in a]
@@ -137,6 +146,33 @@ def test_user_holdout_holds_n_per_eligible_user(dataset):
     assert (totals <= held).any() and (totals > held).any()  # both kinds of user are exercised
 
 
+def test_last_n_holds_each_users_latest_ratings(dataset):
+    held = 12  # users have 8..22 ratings here
+    (split,) = make_splits(dataset, f"last:{held}", seed=0)
+    totals = dataset.interactions.user_counts()
+    np.testing.assert_array_equal(split.test.user_counts(), np.where(totals > held, held, 0))
+    rest = split.train.concat(split.valid)
+    for user in np.unique(split.test.users):
+        latest_kept = rest.timestamps[rest.users == user].max()
+        assert split.test.timestamps[split.test.users == user].min() >= latest_kept
+
+
+def test_users_n_holds_whole_users_out_and_splits_their_ratings(dataset):
+    (split,) = make_splits(dataset, "users:8", seed=4)
+    held = np.unique(split.test.users)
+    assert len(held) == 8 and split.strong
+    assert not np.isin(split.train.users, held).any() and not np.isin(split.valid.users, held).any()
+    np.testing.assert_array_equal(np.unique(split.fold_in.users), held)
+    everything = [keys(p, dataset) for p in (split.train, split.valid, split.test, split.fold_in)]
+    joined = np.concatenate(everything)
+    assert len(np.unique(joined)) == len(joined) == len(dataset.interactions)
+    totals = dataset.interactions.user_counts()[held]
+    np.testing.assert_array_equal(split.test.user_counts()[held], np.maximum(1, np.round(totals * 0.2)))
+    (again,) = make_splits(dataset, "users:8", seed=4)
+    assert again.test_hash == split.test_hash
+    assert make_splits(dataset, "users:8", seed=5)[0].test_hash != split.test_hash
+
+
 def test_file_split_uses_the_test_file(tmp_path):
     train = write_ratings(tmp_path / "train.csv", n_users=10, n_items=12, density=0.6, seed=1)
     rows = train.read_text().splitlines()
@@ -173,6 +209,10 @@ def test_overlap_between_train_and_test_files_is_refused(tmp_path):
         ("kfold:5:5", "fold 5 is not in 0..4"),
         ("kfold:x", "kfold:x"),
         ("user-holdout:0", "at least 1"),
+        ("last:0", "at least 1"),
+        ("users:0", "between 1 and"),
+        ("users:4000", "between 1 and"),
+        ("users:5:1.5", "not between 0 and 1"),
         ("convmf:0.6:0.6", "too few ratings"),
         ("fold:u9", "unknown fold"),
         ("fold:u1", "u1.test"),

@@ -26,7 +26,7 @@ from deepmovie.data.dataset import Dataset, load_dataset
 from deepmovie.data.interactions import Interactions
 from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
-from deepmovie.evaluation import COLD_POLICY, ColdFallback, Evaluator, rank
+from deepmovie.evaluation import COLD_POLICY, ColdFallback, Evaluator, rank, strong_generalization
 from deepmovie.files import write_text
 from deepmovie.models import MODELS, DataInfo, Model
 from deepmovie.recommender import Recommender
@@ -262,9 +262,14 @@ def _run_fold(
         refit = Trainer(refit_dir, quiet).fit(model, seen, empty, judge, config.seed, resume)
         history += [{**h, "phase": "refit"} for h in refit.history]
     fit_seconds = time.perf_counter() - began
-    test = judge(model, split.test, seen)
-    if config.rank_k and model.task != "implicit":
-        test["ranking"] = rank(model, judge.fallback, seen, split.test, config.rank_k, config.relevant_rating)
+    if model.task == "implicit":
+        model.attach(seen)  # rankings are made from all a model may know of a user, as when served
+    if split.strong:
+        test = strong_generalization(model, split.fold_in, split.test, judge)
+    else:
+        test = judge(model, split.test, seen)
+        if config.rank_k and model.task != "implicit":
+            test["ranking"] = rank(model, judge.fallback, seen, split.test, judge.k, config.relevant_rating)
     if fold_dir is not None:
         state = distributed.gather_state(model, model.state_dict())
         if distributed.is_main():

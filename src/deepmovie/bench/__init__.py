@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deepmovie.bench.entries import Setting, check_labels, parse_entries
-from deepmovie.bench.peers import get_peers, peer_version
+from deepmovie.bench.peers import Peer, get_peers, peer_versions
 from deepmovie.bench.report import Meta, write_all
 from deepmovie.bench.results import Missing, Row, aggregate
 from deepmovie.bench.runner import Log, parse_seeds, plan, run_entries, run_peers
@@ -41,6 +41,8 @@ def run_bench(
     params: dict[str, Any] | None = None,
     peers: list[str] | None = None,
     device: str | None = None,
+    rank_k: int | None = None,
+    relevant_rating: float = 4.0,
     command: str = "",
     notes: list[str] | None = None,
     log: Log = print,
@@ -68,6 +70,8 @@ def run_bench(
         params=params or {},
         tuned=tuned,
         config_dir=config_dir,
+        rank_k=rank_k,
+        relevant_rating=relevant_rating,
     )
     planned = plan([e for e in entries if e.missing() is None], setting, seed_list)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +91,7 @@ def run_bench(
         command=command or "(Python API)",
         date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         machine=first.get("machine") or _machine(),
-        versions=_versions(bool(peer_list)),
+        versions=_versions(peer_list),
         data=first.get("dataset", setting.data),
         split=_split_text(setting, rows),
         seeds=seed_list,
@@ -117,7 +121,7 @@ def _machine() -> str:
     return machine.describe()
 
 
-def _versions(with_peers: bool) -> dict[str, str]:
+def _versions(peers: list[Peer]) -> dict[str, str]:
     import numpy
     import torch
 
@@ -129,8 +133,8 @@ def _versions(with_peers: bool) -> dict[str, str]:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
     }
-    if with_peers:
-        versions["peers"] = peer_version()
+    if peers:
+        versions["peers"] = peer_versions(peers)
     return versions
 
 

@@ -111,6 +111,8 @@ class Setting:
     params: dict[str, Any] = field(default_factory=dict)  # --set, applied to every entry
     tuned: bool = False
     config_dir: Path = Path("configs")
+    rank_k: int | None = None  # a ranking bench: every entry and peer is judged by its top-K
+    relevant_rating: float = 4.0
 
     def config(self, entry: Entry, seed: int) -> RunConfig:
         """The run config of ``entry`` for ``seed``: the preset, then the entry's and the bench's values."""
@@ -125,6 +127,8 @@ class Setting:
         values["model"] = entry.model
         if self.device is not None:
             values["device"] = self.device
+        if self.rank_k is not None:
+            values.update(rank_k=self.rank_k, relevant_rating=self.relevant_rating)
         values["params"] = {**(values.get("params") or {}), **entry.params, **self.params}
         return build_config(values)
 

@@ -91,6 +91,9 @@ def markdown(meta: Meta, rows: list[Row], missing: list[Missing], plots: list[st
         "| samples/s | parameters | device | other test figures |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    ranking = bool(rows) and all(r.metric.startswith("ndcg@") for r in rows)
+    if ranking:  # a ranking bench: best first
+        rows = sorted(rows, key=lambda r: -(r.mean if r.mean is not None else -1.0))
     for r in rows:
         lines.append(
             f"| {r.label} | {r.model} | {r.source} | {_figure(r)} | {_num(r.mae)} | {r.cold_test_rows:,} "

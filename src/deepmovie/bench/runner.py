@@ -61,7 +61,7 @@ def run_entries(configs: Planned, out: Path, log: Log) -> list[Run]:
     for entry, seed, config in configs:
         run_dir = out / RUNS / f"{entry.label}-seed{seed}"
         summary, reused = train_or_reuse(config, run_dir)
-        runs.append(Run(entry.label, entry.model, seed, "deepmovie", run_dir, summary, reused))
+        runs.append(Run(entry.label, entry.model, seed, "deepmovie", run_dir, flat(summary), reused))
         log(_line(runs[-1]))
     return runs
 
@@ -120,22 +120,31 @@ def run_peers(peers: list[Peer], setting: Setting, seeds: list[int], out: Path, 
                 if splits is None:
                     dataset, splits = prepare(setting.rows_config(seed))
                     scale = (dataset.scale.low, dataset.scale.high)
-                summary = {"model": peer.label, **run_peer(peer, splits, scale, seed), "config": wanted}
+                rank = {"k": setting.rank_k or 10, "relevant_rating": setting.relevant_rating}
+                figures = run_peer(peer, splits, scale, seed, rank)
+                summary = {"model": peer.label, **figures, "config": wanted}
                 run_dir.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(summary, indent=2) + "\n")
-            runs.append(Run(peer.label, peer.algorithm, seed, "surprise", run_dir, summary, reused))
+            runs.append(Run(peer.label, peer.algorithm, seed, peer.library, run_dir, summary, reused))
             log(_line(runs[-1]))
     return runs
 
 
+def flat(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary with a rating model's top-K figures (``ranking``, from ``rank_k``) as test figures
+    beside its RMSE, so a ranking bench ranks every row by the same NDCG@K."""
+    if "ranking" not in summary:
+        return summary
+    return {**summary, **{f"test_{name}": value for name, value in summary["ranking"].items()}}
+
+
 def metric_of(summary: dict[str, Any]) -> str:
-    """The test figure that ranks a task: rmse (rating), auc (like) or ndcg@K (implicit)."""
-    task = summary.get("task", "rating")
-    if task == "like":
-        return "auc"
-    if task == "implicit":
-        return next(k.removeprefix("test_") for k in summary if k.startswith("test_ndcg@"))
-    return "rmse"
+    """The test figure that ranks a row: ndcg@K (implicit, or any model ranked with rank_k), auc (like)
+    or rmse (rating)."""
+    if summary.get("task") == "implicit" or "ranking" in summary:
+        keys = [k for k in summary if k.startswith("test_ndcg@")]
+        return min(keys, key=lambda k: int(k.rsplit("@", 1)[1])).removeprefix("test_")
+    return "auc" if summary.get("task") == "like" else "rmse"
 
 
 def _line(run: Run) -> str:

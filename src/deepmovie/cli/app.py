@@ -313,7 +313,12 @@ def bench(
     tuned: Annotated[bool, typer.Option(help="use configs/tuned/<model>-<dataset>.yaml presets")] = False,
     config_dir: Annotated[Path, typer.Option(help="where presets and tuned/ presets live")] = Path("configs"),
     set_: Sets = None,
-    peers: Annotated[str | None, typer.Option(help="peer libraries on the same split: surprise")] = None,
+    peers: Annotated[
+        str | None, typer.Option(help="peer libraries on the same split: surprise, implicit")
+    ] = None,
+    rank_k: Annotated[
+        int | None, typer.Option(help="a ranking bench: rank every row by NDCG@K (top-K of every model)")
+    ] = None,
     suite: Annotated[str | None, typer.Option(help="tutorial, lecture, dlrm or deepmovie")] = None,
     device: Device = None,
     note: Annotated[list[str] | None, typer.Option(help="a line for results.md, e.g. the load")] = None,
@@ -338,6 +343,7 @@ def bench(
         params=parse_assignments(set_ or []),
         peers=[p for p in (peers or "").split(",") if p],
         device=device,
+        rank_k=rank_k,
         command=shlex.join(["deepmovie", *sys.argv[1:]]),
         notes=note,
         log=(lambda line: None) if quiet else (lambda line: typer.echo(line, err=True)),

@@ -24,12 +24,14 @@ Rows = np.ndarray
 
 
 class Fold(NamedTuple):
-    """Row indices of one partition; ``number`` names the fold of a multi-fold protocol."""
+    """Row indices of one partition; ``number`` names the fold of a multi-fold protocol; ``fold_in``
+    holds the visible ratings of held-out users (strong generalization), never trained on."""
 
     train: Rows
     valid: Rows | None
     test: Rows
     number: int | None = None
+    fold_in: Rows | None = None
 
 
 PROTOCOLS: Registry[Callable[..., list[Fold]]] = Registry("split")
@@ -46,6 +48,12 @@ class Split:
     valid: Interactions
     test: Interactions
     test_hash: str
+    fold_in: Interactions | None = None  # held-out users' visible ratings: folded in, then tested
+
+    @property
+    def strong(self) -> bool:
+        """Whether the test users are held out of training (scored by fold-in, not by their rows)."""
+        return self.fold_in is not None
 
     def record(self) -> dict[str, object]:
         return {"split": self.name, "seed": self.seed, "fold": self.fold, "split_hash": self.test_hash}
@@ -64,7 +72,7 @@ def make_splits(dataset: Dataset, spec: str, seed: int = 0, valid_fraction: floa
         raise DeepMovieError(f"split {spec!r}: {exc} (see `deepmovie splits`)") from None
     data = dataset.interactions
     splits = []
-    for train, valid, test, number in folds:
+    for train, valid, test, number, fold_in in folds:
         if valid is None:
             train, valid = _carve_valid(data, train, valid_fraction, rng, temporal=name == "temporal")
         _refuse_overlap(dataset, train, test, spec)
@@ -79,6 +87,7 @@ def make_splits(dataset: Dataset, spec: str, seed: int = 0, valid_fraction: floa
                 data.subset(valid),
                 data.subset(test),
                 _hash_rows(dataset, test),
+                data.subset(fold_in) if fold_in is not None else None,
             )
         )
     return splits
@@ -226,13 +235,52 @@ def user_holdout(dataset: Dataset, rng: np.random.Generator, n: str = "10") -> l
         raise ValueError("N must be at least 1")
     data = dataset.interactions
     order = np.lexsort((rng.random(len(data)), data.users))
-    users = data.users[order]
+    rank, counts = _rank_within_user(data.users[order])
+    is_test = (rank < holdout) & (counts > holdout)
+    return [Fold(np.sort(order[~is_test]), None, np.sort(order[is_test]))]
+
+
+@PROTOCOLS.register("last")
+def last_per_user(dataset: Dataset, rng: np.random.Generator, n: str = "1") -> list[Fold]:
+    """``last:N``: each user's N latest ratings (by timestamp) go to test, for users with more than N."""
+    data = dataset.interactions
+    if data.timestamps is None:
+        raise DeepMovieError(f"split 'last' needs timestamps, and {dataset.source} has none")
+    holdout = int(n)
+    if holdout < 1:
+        raise ValueError("N must be at least 1")
+    # Latest first within each user; ties in time broken at random (seeded).
+    order = np.lexsort((rng.random(len(data)), -data.timestamps.astype(np.float64), data.users))
+    rank, counts = _rank_within_user(data.users[order])
+    is_test = (rank < holdout) & (counts > holdout)
+    return [Fold(np.sort(order[~is_test]), None, np.sort(order[is_test]))]
+
+
+@PROTOCOLS.register("users")
+def held_out_users(
+    dataset: Dataset, rng: np.random.Generator, n: str = "600", test: str = "0.2"
+) -> list[Fold]:
+    """``users:N[:TEST]``: strong generalization (Liang et al. 2018): N random users with at least 5
+    ratings leave training entirely; a TEST fraction of each one's ratings is scored, the rest is
+    folded in at test time without retraining (as serving a new user does)."""
+    data = dataset.interactions
+    count, fraction = int(n), _fraction(test, "test")
+    eligible = np.flatnonzero(np.bincount(data.users, minlength=data.n_users) >= 5)
+    if not 0 < count < len(eligible):
+        raise ValueError(f"N={count}: between 1 and {len(eligible) - 1} users (of those with 5+ ratings)")
+    held = np.isin(data.users, rng.choice(eligible, count, replace=False))
+    rows = np.flatnonzero(held)
+    order = rows[np.lexsort((rng.random(len(rows)), data.users[rows]))]
+    rank, counts = _rank_within_user(data.users[order])
+    is_test = rank < np.maximum(1, np.round(counts * fraction))
+    return [Fold(np.flatnonzero(~held), None, np.sort(order[is_test]), None, np.sort(order[~is_test]))]
+
+
+def _rank_within_user(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position of each row within its user's run, that user's row count) for rows grouped by user."""
     starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
     counts = np.diff(np.r_[starts, len(users)])
-    rank = np.arange(len(users)) - np.repeat(starts, counts)
-    eligible = np.repeat(counts > holdout, counts)
-    is_test = (rank < holdout) & eligible
-    return [Fold(np.sort(order[~is_test]), None, np.sort(order[is_test]))]
+    return np.arange(len(users)) - np.repeat(starts, counts), np.repeat(counts, counts)
 
 
 @PROTOCOLS.register("file")

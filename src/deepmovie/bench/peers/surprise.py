@@ -1,8 +1,7 @@
-"""Peer libraries on the bench's own split: Surprise's SVD, SVD++ and KNNBaseline (``--peers surprise``).
+"""Surprise's SVD, SVD++ and KNNBaseline on the bench's split (``--peers surprise``): rating peers.
 
-A peer trains on the whole training part (train + validation rows, as Surprise users do) and is scored
-on exactly the test rows DeepMovie's models are scored on. Its trainset is built from our index arrays,
-so both sides see the same rows by construction, not by re-reading and re-parsing files.
+Its trainset is built from our index arrays, so both sides see the same rows by construction, not by
+re-reading and re-parsing files.
 """
 
 from __future__ import annotations
@@ -10,81 +9,55 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from deepmovie.bench.peers import Peer
 from deepmovie.data.interactions import Interactions
-from deepmovie.errors import DeepMovieError
 from deepmovie.metrics import mae, rmse
 from deepmovie.splits import Split
 
-INSTALL_HINT = "pip install 'deepmovie[peers]'"
-
-
-@dataclass(frozen=True)
-class Peer:
-    """One peer algorithm with fixed, documented settings."""
-
-    label: str
-    algorithm: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    seeded: bool = True  # takes random_state (SVD, SVD++); KNNBaseline is deterministic
-    note: str = ""
+PACKAGE = "surprise"
 
 
 # Settings. SVD: 150 factors, 30 epochs, lr 0.01, reg 0.1, the best of five settings (Surprise's
 # defaults 100/20/0.005/0.02 among them: valid 0.877 against 0.865) on the validation rows of the
 # ml-latest-small seed42 training file, never its test rows. SVD++: Surprise's defaults. KNNBaseline:
 # item-based with the Pearson-baseline similarity, the strong neighbourhood set-up of Surprise's docs.
-PEERS: dict[str, tuple[Peer, ...]] = {
-    "surprise": (
-        Peer(
-            "surprise-svd",
-            "SVD",
-            {"n_factors": 150, "n_epochs": 30, "lr_all": 0.01, "reg_all": 0.1},
-            note="Surprise SVD, settings chosen on validation rows",
-        ),
-        Peer("surprise-svdpp", "SVDpp", {"n_factors": 20, "n_epochs": 20}, note="Surprise SVD++ (defaults)"),
-        Peer(
-            "surprise-knnbaseline",
-            "KNNBaseline",
-            {"k": 40, "sim_options": {"name": "pearson_baseline", "user_based": False}, "verbose": False},
-            seeded=False,
-            note="Surprise KNNBaseline, item-based pearson_baseline, k 40",
-        ),
-    )
-}
+PEERS = (
+    Peer(
+        "surprise",
+        "surprise-svd",
+        "SVD",
+        {"n_factors": 150, "n_epochs": 30, "lr_all": 0.01, "reg_all": 0.1},
+        note="Surprise SVD, settings chosen on validation rows",
+    ),
+    Peer(
+        "surprise",
+        "surprise-svdpp",
+        "SVDpp",
+        {"n_factors": 20, "n_epochs": 20},
+        note="Surprise SVD++ (defaults)",
+    ),
+    Peer(
+        "surprise",
+        "surprise-knnbaseline",
+        "KNNBaseline",
+        {"k": 40, "sim_options": {"name": "pearson_baseline", "user_based": False}, "verbose": False},
+        seeded=False,  # deterministic: takes no random_state
+        note="Surprise KNNBaseline, item-based pearson_baseline, k 40",
+    ),
+)
 
 
-def get_peers(names: list[str]) -> list[Peer]:
-    """The peers of each library named; fails at once where the library is not installed."""
-    peers: list[Peer] = []
-    for name in names:
-        if name not in PEERS:
-            raise DeepMovieError(f"unknown peer library {name!r} (known: {', '.join(PEERS)})")
-        _require(name)
-        peers.extend(PEERS[name])
-    return peers
-
-
-def _require(library: str) -> None:
-    try:
-        import surprise  # noqa: F401
-    except ImportError:
-        raise DeepMovieError(
-            f"--peers {library} needs scikit-surprise, which is not installed: {INSTALL_HINT}"
-        ) from None
-
-
-def peer_version() -> str:
+def version() -> str:
     import surprise
 
     return f"scikit-surprise {surprise.__version__}"
 
 
-def run_peer(peer: Peer, splits: list[Split], scale: tuple[float, float], seed: int) -> dict[str, Any]:
+def run(peer: Peer, splits: list[Split], scale: tuple[float, float], seed: int, **_: Any) -> dict[str, Any]:
     """Fit ``peer`` on each fold's training part and score its test rows: a run summary's figures."""
     folds = [_fit_fold(peer, split, scale, seed) for split in splits]
     summary = dict(folds[0])
