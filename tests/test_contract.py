@@ -130,7 +130,7 @@ def test_fold_in_works_or_says_it_cannot(trained):
         return
     items = [m.item for m in result.items]
     assert result.cold_start and len(set(items)) == 5 and not set(items) & set(liked)
-    assert all(np.isfinite(m.rating) for m in result.items)
+    assert all(np.isfinite(m.score) for m in result.items)
     assert loaded.recommend_new(ratings, k=5) == result
     assert rec.describe()["cold_start"]
 

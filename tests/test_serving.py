@@ -153,12 +153,12 @@ def test_seen_items_are_excluded_unless_asked(bmf):
 
 
 def test_genre_and_year_filters(bmf):
-    dramas = bmf.recommend(2, k=5, genre="romance")
+    dramas = bmf.recommend(2, k=5, genres="romance")
     assert dramas.items and all("Romance" in m.genres for m in dramas.items)
     recent = bmf.recommend(2, k=50, min_year=2005)
     assert recent.items and all(m.year >= 2005 for m in recent.items)
     with pytest.raises(DeepMovieError, match="genre 'Western': unknown"):
-        bmf.recommend(2, genre="Western")
+        bmf.recommend(2, genres="Western")
 
 
 @pytest.mark.parametrize("model", ["biased-mf", "svdpp", "pmf", "mf"])
@@ -243,7 +243,7 @@ def test_concurrent_calls_answer_as_sequential_ones(bmf):
         lambda: bmf.recommend(1, k=10),
         lambda: bmf.recommend_new(LIKES_DRAMA, k=10),
         lambda: bmf.similar(5, k=10),
-        lambda: bmf.recommend(4, k=10, genre="Comedy"),
+        lambda: bmf.recommend(4, k=10, genres="Comedy"),
     ] * 50
     expected = [c() for c in calls[:4]]
     with ThreadPoolExecutor(16) as pool:

@@ -400,7 +400,12 @@ def recommend(
     if (user is None) == (ratings is None):
         raise DeepMovieError("recommend needs exactly one of a user id (--user) or ratings (--ratings)")
     recommender = Recommender.load(run)
-    filters = {"k": k, "genre": genre, "min_year": min_year, "exclude_seen": not include_seen}
+    filters = {
+        "k": k,
+        "genres": [genre] if genre else (),
+        "min_year": min_year,
+        "exclude_seen": not include_seen,
+    }
     if ratings is not None:
         result = recommender.recommend_new(parse_ratings(ratings), **filters)
     else:

@@ -12,8 +12,9 @@ score from binarized ratings; top-K ranking).
 
 A model also owns everything serving needs to know about it: ``score_items`` (a user's scores for
 every item), ``factors`` (its ``offset + b_u + b_i + x_u . q_i`` view, where it has one),
-``fold_in`` (a new user's scores from their ratings, without retraining), ``attach`` (the seen
-ratings, for models whose predictions read them) and ``load_weights``. Each has a default, so serving
+``fold_in`` (a new user's scores from their ratings, without retraining), ``item_neighbours`` (its
+item-item weights, where it has them), ``attach`` (the seen ratings, for models whose predictions
+read them) and ``load_weights``. Each has a default, so serving
 never looks inside a model.
 """
 
@@ -125,6 +126,12 @@ class Model(torch.nn.Module):
                 "place a new user (factor models and U-AutoRec have one); recommend for a known user"
             )
         return factors.scores(*factors.fold_in(items, ratings))
+
+    def item_neighbours(self, items: np.ndarray) -> np.ndarray | None:
+        """Rows of the model's own item-item weights for ``items`` (indices), ``(len(items), n_items)``:
+        how much a user's having item j adds to each item's score (EASE's B, item-kNN's S). Serving
+        explains and finds similar items with them; None (default): the model has none."""
+        return None
 
     def attach(self, seen: Interactions) -> None:
         """Give a trained or loaded model the ratings it may read at prediction time (AutoRec's input

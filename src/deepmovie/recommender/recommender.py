@@ -19,20 +19,24 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+from pydantic import ValidationError
 
 from deepmovie.config import RunConfig, build_config, dump_yaml, load_config_file
 from deepmovie.errors import DeepMovieError
 from deepmovie.files import write_text
 from deepmovie.models import MODELS, DataInfo, Model
-from deepmovie.models.factors import matvec, to_numpy
+from deepmovie.models.base import FoldInUnsupported
+from deepmovie.models.factors import to_numpy
 from deepmovie.models.layers import eval_mode
 from deepmovie.recommender.artifacts import Artifacts, load_artifacts, locate
 from deepmovie.recommender.schemas import (
+    Filters,
     History,
     Movie,
     Prediction,
     Rated,
     RawId,
+    Reason,
     Recommendations,
     Scored,
     Similar,
@@ -42,6 +46,8 @@ from deepmovie.rundir import CONFIG, SUMMARY, WEIGHTS
 from deepmovie.training.checkpoint import load_weights, save_atomic
 
 MAX_COLD_RATINGS = 1000
+EXPLAIN = 3  # rated items named per recommendation
+SHRINK = 10.0  # popularity shrinkage of similarities: n / (n + SHRINK) for an item of n ratings
 PREDICT_BATCH = 1 << 18
 WEIGHTS_FORMAT = 1
 
@@ -55,7 +61,12 @@ class Recommender:
     figures when it was trained here (or the run's ``summary.json`` when loaded)."""
 
     def __init__(
-        self, model: Model, config: RunConfig, artifacts: Artifacts, summary: dict[str, Any] | None = None
+        self,
+        model: Model,
+        config: RunConfig,
+        artifacts: Artifacts,
+        summary: dict[str, Any] | None = None,
+        rater: Recommender | None = None,
     ) -> None:
         self.model = model.eval()
         self.config = config
@@ -71,8 +82,30 @@ class Recommender:
         items = artifacts.items
         self._lower_titles = [t.lower() for t in items.titles] if items is not None else None
         self._by_popularity = np.argsort(-item_counts, kind="stable")
+        self._item_counts = item_counts
+        self._shrink = item_counts / (item_counts + SHRINK)
         self._movies = [self._movie_fields(i) for i in range(artifacts.n_items)]
         self._unit_items = self._item_vectors()
+        # Whose predicted stars a list shows: a rating model's own, or a paired rater's.
+        self.rater = self if model.task == "rating" else None
+        if rater is not None:
+            self.pair(rater)
+
+    def pair(self, rater: Recommender) -> Recommender:
+        """Show ``rater``'s predicted stars beside this model's ranking (both trained on the same data)."""
+        if rater.model.task != "rating":
+            raise DeepMovieError(
+                f"rater: a {rater.model_name!r} model predicts no ratings (task {rater.model.task})"
+            )
+        for kind in ("user_ids", "item_ids"):
+            mine, theirs = getattr(self.artifacts, kind).raw, getattr(rater.artifacts, kind).raw
+            if mine.shape != theirs.shape or not np.array_equal(mine, theirs):
+                raise DeepMovieError(
+                    f"rater: {rater.model_name!r} was trained on other data than {self.model_name!r} "
+                    f"({kind.removesuffix('_ids')} ids differ); train both on the same data"
+                )
+        self.rater = rater
+        return self
 
     @property
     def model_name(self) -> str:
@@ -169,29 +202,30 @@ class Recommender:
         k: int = 10,
         *,
         exclude_seen: bool = True,
-        genre: str | None = None,
-        min_year: int | None = None,
-        max_year: int | None = None,
-        exclude: Sequence[RawId] = (),
+        offset: int = 0,
+        explain: bool = True,
+        **filters: Any,
     ) -> Recommendations:
-        """Top ``k`` items for a known ``user``; the items they rated are left out unless
-        ``exclude_seen`` is off. Filters: a genre, a release-year range, items to leave out."""
+        """Top ``k`` items for a known ``user`` (from position ``offset``: pagination); the items they
+        rated are left out unless ``exclude_seen`` is off. ``filters``: see :class:`Filters`."""
         u = self.user_index(user)
         seen = self.artifacts.seen
-        rated = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
+        span = slice(seen.indptr[u], seen.indptr[u + 1])
+        history = (seen.indices[span], seen.data[span])
         scores = self._user_scores(u)
         method = "factors" if self.factors is not None else "model scores"
+        stars = scores if self.rater is self else self.rater._user_scores(u) if self.rater else None
         return self._ranked(
             scores,
-            rated,
+            stars,
+            history,
             _raw(self.artifacts.user_ids, u),
             method,
             k,
+            offset,
             exclude_seen,
-            genre,
-            min_year,
-            max_year,
-            exclude,
+            explain,
+            _filters(filters),
         )
 
     def recommend_new(
@@ -200,31 +234,33 @@ class Recommender:
         k: int = 10,
         *,
         exclude_seen: bool = True,
-        genre: str | None = None,
-        min_year: int | None = None,
-        max_year: int | None = None,
-        exclude: Sequence[RawId] = (),
+        offset: int = 0,
+        explain: bool = True,
+        **filters: Any,
     ) -> Recommendations:
         """Top ``k`` items for a new user given by ``{item: rating}``, folded in without retraining."""
         items, values = self._parse_cold(ratings)
-        if self.factors is not None:
-            scores, method = (
-                self.factors.scores(*self.factors.fold_in(items, values)),
-                "fold-in (closed-form ridge)",
-            )
-        else:
-            with torch.inference_mode():
-                scores, method = self.model.fold_in(items, values), f"{self.model_name} fold-in"
+        scores, method = self._folded(items, values)
+        stars = None
+        if self.rater is self:
+            stars = scores
+        elif self.rater is not None:
+            try:
+                stars = self.rater._folded(items, values)[0]
+            except FoldInUnsupported:
+                stars = None  # the list stands; no stars to show
         return self._ranked(
-            np.asarray(scores), items, None, method, k, exclude_seen, genre, min_year, max_year, exclude
+            scores, stars, (items, values), None, method, k, offset, exclude_seen, explain, _filters(filters)
         )
 
     def similar(self, item: RawId, k: int = 10) -> SimilarItems:
-        """Items closest to ``item``: cosine of item factors, or of rating columns for other models."""
+        """Items closest to ``item``: the model's own item-item weights where it has them, else the
+        cosine of item factors shrunk by popularity (an item seen by three users cannot top the
+        list), else of rating columns."""
         k = _check_k(k)
         i = self.item_index(item)
-        unit, method = self._unit_items
-        similarity = (unit @ unit[i].T).toarray().ravel() if sp.issparse(unit) else matvec(unit, unit[i])
+        similarity, method = self._item_weights(np.array([i]))
+        similarity = similarity[0]
         allowed = self.known_items.copy()
         allowed[i] = False
         top = top_k(similarity, allowed, k)
@@ -285,32 +321,123 @@ class Recommender:
     def _ranked(
         self,
         scores: np.ndarray,
-        rated: np.ndarray,
+        stars: np.ndarray | None,
+        history: tuple[np.ndarray, np.ndarray],
         raw_user: RawId | None,
         method: str,
         k: int,
+        offset: int,
         exclude_seen: bool,
-        genre: str | None,
-        min_year: int | None,
-        max_year: int | None,
-        exclude: Sequence[RawId],
+        explain: bool,
+        filters: Filters,
     ) -> Recommendations:
         k = _check_k(k)
-        allowed = self.known_items & self._filters(genre, min_year, max_year)
-        for item in exclude:
-            allowed[_lookup(self.artifacts.item_ids, item, "item")] = False
+        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+            raise DeepMovieError(f"offset: {offset!r} is not a position (0 or more)")
+        rated, values = history
+        allowed = self.known_items & self._filters(filters)
         excluded = 0
         if exclude_seen:
             excluded = int(allowed[rated].sum())
             allowed[rated] = False
-        top = top_k(scores, allowed, k)
+        wanted = offset + k
+        if filters.max_per_genre is None and filters.diversity is None:
+            picked = top_k(scores, allowed, wanted)
+        else:
+            picked = self._diverse(scores, allowed, wanted, filters)
+        page = picked[offset:wanted]
+        reasons = self._reasons(page, rated, values) if explain and len(rated) else {}
+        items = [
+            Scored.model_construct(
+                **self._fields(i),
+                score=round(float(scores[i]), 6),
+                rating=self._stars(stars[i]) if stars is not None else None,
+                because=reasons.get(int(i), []),
+            )
+            for i in page
+        ]
         return Recommendations(
             user=raw_user,
             cold_start=raw_user is None,
             method=method,
+            ranker=self.model_name,
+            rater=self.rater.model_name if self.rater is not None else None,
             excluded_seen=excluded,
-            items=[Scored.model_construct(**self._fields(i), rating=self._clip(scores[i])) for i in top],
+            offset=int(offset),
+            items=items,
         )
+
+    def _folded(self, items: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, str]:
+        """A new user's scores: the factor view's ridge solve, else the model's own fold-in."""
+        if self.factors is not None:
+            return self.factors.scores(*self.factors.fold_in(items, values)), "fold-in (closed-form ridge)"
+        with torch.inference_mode():
+            return np.asarray(self.model.fold_in(items, values)), f"{self.model_name} fold-in"
+
+    def _diverse(self, scores: np.ndarray, allowed: np.ndarray, wanted: int, filters: Filters) -> np.ndarray:
+        """Greedy re-ranking of the best candidates: at most ``max_per_genre`` per genre, and/or MMR
+        (``diversity`` = the weight of dissimilarity to what is already picked, Carbonell 1998)."""
+        pool = top_k(scores, allowed, max(wanted * 10, 200))
+        genres = self.artifacts.items.genres if self.artifacts.items is not None else None
+        per_genre = np.zeros(genres.shape[1] if genres is not None else 0, dtype=np.int64)
+        relevance = scores[pool].astype(np.float64)
+        spread = relevance.max() - relevance.min() if len(pool) else 0.0
+        relevance = (relevance - relevance.min()) / spread if spread > 0 else np.zeros_like(relevance)
+        closest = np.zeros(len(pool))  # each candidate's highest similarity to a picked item
+        weights = self._item_weights(pool)[0][:, pool] if filters.diversity is not None else None
+        free = np.ones(len(pool), dtype=bool)
+        picked: list[int] = []
+        lam = filters.diversity or 0.0
+        while len(picked) < wanted and free.any():
+            value = (1 - lam) * relevance - lam * closest
+            value[~free] = -np.inf
+            if genres is not None and filters.max_per_genre is not None:
+                full = (genres[pool] & (per_genre >= filters.max_per_genre)).any(1)
+                value[full] = -np.inf
+            best = int(np.argmax(value))
+            if not np.isfinite(value[best]):
+                break
+            free[best] = False
+            picked.append(int(pool[best]))
+            if genres is not None:
+                per_genre += genres[pool[best]].astype(bool)
+            if weights is not None:
+                closest = np.maximum(closest, weights[best])
+        return np.asarray(picked, dtype=np.int64)
+
+    def _item_weights(self, items: np.ndarray) -> tuple[np.ndarray, str]:
+        """Rows ``(len(items), n_items)`` of item-item similarity, and how they were made."""
+        with torch.inference_mode():
+            own = self.model.item_neighbours(items)
+        if own is not None:
+            return np.asarray(own, dtype=np.float64), f"{self.model_name} item-item weights"
+        unit, method = self._unit_items
+        if sp.issparse(unit):
+            rows = (unit[items] @ unit.T).toarray()
+        else:  # through torch: NumPy's threaded BLAS crawled on a loaded machine (see factors.matvec)
+            rows = (torch.from_numpy(unit[items]) @ torch.from_numpy(unit).T).numpy()
+        return np.asarray(rows, dtype=np.float64) * self._shrink, method
+
+    def _reasons(self, page: np.ndarray, rated: np.ndarray, values: np.ndarray) -> dict[int, list[Reason]]:
+        """For each recommended item, the user's liked items (rated at or above their own mean, or every
+        interaction for ranking data) that add most to it, by the item-item weights."""
+        liked = rated[values >= values.mean()] if len(values) else rated
+        if len(liked) == 0:
+            return {}
+        weights = self._item_weights(liked)[0][:, page]  # (liked, page)
+        reasons: dict[int, list[Reason]] = {}
+        for column, item in enumerate(page):
+            order = np.argsort(-weights[:, column], kind="stable")[:EXPLAIN]
+            reasons[int(item)] = [
+                Reason(
+                    item=self._movies[liked[j]]["item"],
+                    title=self._movies[liked[j]]["title"],
+                    weight=round(float(weights[j, column]), 4),
+                )
+                for j in order
+                if weights[j, column] > 0
+            ]
+        return reasons
 
     def _fields(self, index: int) -> dict[str, object]:
         """A result's copy of an item's fields (its genre list is not shared with the cache)."""
@@ -338,6 +465,10 @@ class Recommender:
         bounds = self._range()
         value = float(score) if bounds is None else min(max(float(score), bounds[0]), bounds[1])
         return round(value, 4)
+
+    def _stars(self, value: float) -> float:
+        """A predicted rating as shown: the rater's, clipped to the scale."""
+        return self.rater._clip(value)
 
     def _clip_array(self, scores: np.ndarray) -> np.ndarray:
         bounds = self._range()
@@ -391,20 +522,25 @@ class Recommender:
             raise DeepMovieError("ratings: an item is rated twice")
         return np.asarray(items, dtype=np.int64), np.asarray(values, dtype=np.float64)
 
-    def _filters(self, genre: str | None, min_year: int | None, max_year: int | None) -> np.ndarray:
-        keep = np.ones(self.artifacts.n_items, dtype=bool)
+    def _filters(self, filters: Filters) -> np.ndarray:
+        keep = self._item_counts >= filters.min_ratings
         items = self.artifacts.items
-        if (genre is not None or min_year is not None or max_year is not None) and items is None:
+        metadata = filters.genres or filters.min_year is not None or filters.max_year is not None
+        if metadata and items is None:
             raise DeepMovieError("this run's dataset has no item metadata: genre and year filters need it")
-        if genre is not None:
+        if filters.genres:
             names = [g.lower() for g in items.genre_names]
-            if genre.lower() not in names:
-                raise DeepMovieError(f"genre {genre!r}: unknown (known: {', '.join(items.genre_names)})")
-            keep &= items.genres[:, names.index(genre.lower())].astype(bool)
-        if min_year is not None:
-            keep &= items.years >= min_year
-        if max_year is not None:
-            keep &= (items.years <= max_year) & (items.years > 0)
+            unknown = [g for g in filters.genres if g.lower() not in names]
+            if unknown:
+                raise DeepMovieError(f"genre {unknown[0]!r}: unknown (known: {', '.join(items.genre_names)})")
+            columns = [names.index(g.lower()) for g in filters.genres]
+            keep &= items.genres[:, columns].astype(bool).any(1)
+        if filters.min_year is not None:
+            keep &= items.years >= filters.min_year
+        if filters.max_year is not None:
+            keep &= (items.years <= filters.max_year) & (items.years > 0)
+        for item in filters.exclude:
+            keep[_lookup(self.artifacts.item_ids, item, "item")] = False
         return keep
 
     def _item_vectors(self) -> tuple[np.ndarray | sp.csr_matrix, str]:
@@ -479,6 +615,17 @@ def parse_ratings(text: str) -> dict[RawId, float]:
             raise DeepMovieError(f"--ratings: item {item.strip()} is rated twice")
         ratings[item.strip()] = rating
     return ratings
+
+
+def _filters(values: dict[str, Any]) -> Filters:
+    try:
+        return Filters(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DeepMovieError(
+            f"{where}: {first['msg']} (filters: {', '.join(Filters.model_fields)})"
+        ) from None
 
 
 def _check_k(k: int) -> int:

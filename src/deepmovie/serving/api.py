@@ -97,7 +97,12 @@ def create_app(recommender: Recommender) -> FastAPI:
     ) -> Response:
         """Top-k items for a known user; items they rated are left out unless ``include_seen``."""
         return await answer(
-            recommender.recommend, user, k=k, genre=genre, min_year=min_year, exclude_seen=not include_seen
+            recommender.recommend,
+            user,
+            k=k,
+            genres=[genre] if genre else (),
+            min_year=min_year,
+            exclude_seen=not include_seen,
         )
 
     @app.post("/recommend", response_model=Recommendations)
@@ -110,7 +115,11 @@ def create_app(recommender: Recommender) -> FastAPI:
                 raise DeepMovieError(f"ratings: item {key} is rated twice")
             ratings[key] = entry.rating
         return await answer(
-            recommender.recommend_new, ratings, k=body.k, genre=body.genre, min_year=body.min_year
+            recommender.recommend_new,
+            ratings,
+            k=body.k,
+            genres=[body.genre] if body.genre else (),
+            min_year=body.min_year,
         )
 
     @app.get("/similar", response_model=SimilarItems)
