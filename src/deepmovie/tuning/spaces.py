@@ -107,3 +107,67 @@ def _fm(trial: optuna.Trial) -> dict[str, Any]:
         "reg_linear": _log(trial, "reg_linear", 1e-5, 0.1),
         "lr": _log(trial, "lr", 0.005, 0.2),
     }
+
+
+# Ranking models: judged by validation NDCG@K. Each space also searches what counts as an interaction.
+def _positive(trial: optuna.Trial) -> dict[str, Any]:
+    return {"positive_rating": trial.suggest_categorical("positive_rating", [0.0, 3.0, 4.0])}
+
+
+@space("ease")
+def _ease(trial: optuna.Trial) -> dict[str, Any]:
+    return {"reg": _log(trial, "reg", 10.0, 5000.0), **_positive(trial)}
+
+
+@space("item-knn")
+def _item_knn(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "neighbours": trial.suggest_int("neighbours", 10, 1000, log=True),
+        "shrink": _log(trial, "shrink", 0.1, 1000.0),
+        "normalize": trial.suggest_categorical("normalize", [False, True]),
+        **_positive(trial),
+    }
+
+
+@space("ials")
+def _ials(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "factors": trial.suggest_categorical("factors", [32, 64, 128, 256]),
+        "alpha0": _log(trial, "alpha0", 0.001, 1.0),
+        "reg": _log(trial, "reg", 1e-4, 0.1),
+        "nu": trial.suggest_float("nu", 0.0, 1.0),
+        **_positive(trial),
+    }
+
+
+@space("bpr")
+def _bpr(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "factors": trial.suggest_categorical("factors", [32, 64, 128]),
+        "lr": _log(trial, "lr", 1e-3, 0.05),
+        "reg": _log(trial, "reg", 1e-6, 1e-2),
+        "sampler": trial.suggest_categorical("sampler", ["uniform", "popularity"]),
+        **_positive(trial),
+    }
+
+
+@space("multvae", "multdae")
+def _multvae(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "hidden": trial.suggest_categorical("hidden", [200, 600]),
+        "latent": trial.suggest_categorical("latent", [50, 100, 200]),
+        "dropout": trial.suggest_float("dropout", 0.2, 0.7),
+        "lr": _log(trial, "lr", 3e-4, 3e-3),
+        **_positive(trial),
+    }
+
+
+@space("two-tower")
+def _two_tower(trial: optuna.Trial) -> dict[str, Any]:
+    return {
+        "dim": trial.suggest_categorical("dim", [32, 64, 128]),
+        "temperature": _log(trial, "temperature", 0.02, 0.5),
+        "lr": _log(trial, "lr", 3e-4, 1e-2),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        **_positive(trial),
+    }

@@ -39,30 +39,36 @@ class RankingModel(Model):
         return "implicit"
 
     def interactions(self, data: Interactions) -> sp.csr_matrix:
-        """Users x items CSR of ones where a rating is an interaction (float32, sorted indices)."""
+        """Users x items CSR of the interactions (ratings at or above ``positive_rating``), each
+        carrying :meth:`interaction_values` (float32, sorted indices)."""
         kept = data.ratings >= self.params.positive_rating
         matrix = sp.csr_matrix(
-            (np.ones(int(kept.sum()), np.float32), (data.users[kept], data.items[kept])),
+            (self.interaction_values(data.ratings[kept]), (data.users[kept], data.items[kept])),
             shape=(self.info.n_users, self.info.n_items),
         )
-        matrix.sum_duplicates()
-        matrix.data[:] = 1.0
+        matrix.sort_indices()
         return matrix
+
+    def interaction_values(self, ratings: np.ndarray) -> np.ndarray:
+        """What an interaction weighs in the model's input rows: 1 (binary implicit feedback)."""
+        return np.ones(len(ratings), np.float32)
 
     def attach(self, seen: Interactions) -> None:
         """The histories ``score_items`` reads (item-based models): the interactions of ``seen``."""
         self.history = self.interactions(seen)
 
     def history_rows(self, users: torch.Tensor) -> torch.Tensor:
-        """Dense ``(len(users), n_items)`` 0/1 rows of the attached histories, on the model's device."""
+        """Dense ``(len(users), n_items)`` rows of the attached histories, on the model's device."""
         block = self.history[users.cpu().numpy()]
         return torch.as_tensor(block.toarray(), dtype=torch.float32, device=self.device)
 
     def given_row(self, items: np.ndarray, ratings: np.ndarray) -> torch.Tensor:
         """A new user's ratings as one 0/1 interaction row (those at or above ``positive_rating``)."""
         row = torch.zeros(1, self.info.n_items, device=self.device)
-        kept = np.asarray(items)[np.asarray(ratings) >= self.params.positive_rating]
-        row[0, torch.as_tensor(kept, device=self.device).long()] = 1.0
+        ratings = np.asarray(ratings, dtype=np.float64)
+        kept = ratings >= self.params.positive_rating
+        values = torch.as_tensor(self.interaction_values(ratings[kept]), device=self.device)
+        row[0, torch.as_tensor(np.asarray(items)[kept], device=self.device).long()] = values
         return row
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
