@@ -7,7 +7,15 @@ from deepmovie.models.deep import deepmf, ncf  # noqa: F401  (deepmf, gmf, ncf-m
 from deepmovie.models.factorization import mf, pmf, svdpp  # noqa: F401  (mf, biased-mf, pmf, svdpp)
 from deepmovie.models.features import dcn, dlrm, fm  # noqa: F401  (fm, dlrm, dcn)
 from deepmovie.models.hybrid import deepmovie  # noqa: F401  (hybrid)
-from deepmovie.models.ranking import ease, item_knn, popularity  # noqa: F401  (ease, item-knn, popularity)
+from deepmovie.models.ranking import (  # noqa: F401  (one registered model each; multvae: multvae, multdae)
+    bpr,
+    ease,
+    ials,
+    item_knn,
+    multvae,
+    popularity,
+    two_tower,
+)
 from deepmovie.models.registry import MODELS
 
 __all__ = ["MODELS", "DataInfo", "Model", "ModelParams"]

@@ -116,7 +116,12 @@ def _positive(trial: optuna.Trial) -> dict[str, Any]:
 
 @space("ease")
 def _ease(trial: optuna.Trial) -> dict[str, Any]:
-    return {"reg": _log(trial, "reg", 10.0, 5000.0), **_positive(trial)}
+    """Steck's EASE (binary input onto itself) and its graded form (ratings in, liked items out)."""
+    return {
+        "reg": _log(trial, "reg", 10.0, 20000.0),
+        "input": trial.suggest_categorical("input", ["binary", "rating"]),
+        "target_rating": trial.suggest_categorical("target_rating", [None, 3.0, 4.0]),
+    }
 
 
 @space("item-knn")
