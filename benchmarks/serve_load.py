@@ -3,9 +3,13 @@
 Each client is an asyncio task on its own HTTP/1.1 connection, sending the next request as soon as the
 last answer is read (closed loop), for a random known user of the run. Plain asyncio streams keep the
 client's own cost small: it shares the machine with the server. Without ``--url`` the script starts
-``deepmovie serve RUN`` itself and stops it afterwards.
+``deepmovie serve RUN`` (or ``deepmovie serve --ranker RUN --rater RUN``) itself and stops it
+afterwards. RUN may be a rating or a ranking run; ``--no-explain`` asks for lists without the
+"because you liked" reasons. The load average is recorded at the start and at the end: other jobs on
+the machine show there.
 
     python benchmarks/serve_load.py RUN --clients 50 --seconds 30 --workers 2
+    python benchmarks/serve_load.py --ranker /tmp/ials --rater /tmp/bmf --clients 50 --seconds 30
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -108,12 +113,42 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 120) -> No
                     return
         except OSError:
             time.sleep(0.3)
+    stop(server)
     sys.exit("the server did not answer /health in time")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """Stop the server and its workers: SIGTERM to its process group, SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def health(url: str) -> dict:
+    with urllib.request.urlopen(url + "/health", timeout=10) as answer:
+        return json.loads(answer.read())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="the run directory being served (user ids come from it)")
+    parser.add_argument(
+        "run", type=Path, nargs="?", help="the run directory being served (user ids come from it)"
+    )
+    parser.add_argument("--ranker", type=Path, help="the ranker's run (instead of RUN)")
+    parser.add_argument("--rater", type=Path, help="a rating run paired with it (predicted stars)")
+    parser.add_argument(
+        "--explain",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ask for the 'because you liked' reasons (the API's default)",
+    )
     parser.add_argument("--url", help="a running server; default: start `deepmovie serve RUN` here")
     parser.add_argument("--port", type=int, default=8765, help="port of the server this script starts")
     parser.add_argument("--workers", type=int, default=2, help="server processes of the server it starts")
@@ -123,29 +158,44 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--json-out", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
+    if (args.run is None) == (args.ranker is None):
+        parser.error("give the served run: RUN or --ranker RUN")
+    run = args.run or args.ranker
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is stopped on the way out
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    users = known_users(args.run)
-    paths = [f"/recommend?user={u}&k={args.k}" for u in users]
+    users = known_users(run)
+    query = "" if args.explain else "&explain=false"
+    paths = [f"/recommend?user={u}&k={args.k}{query}" for u in users]
     server = None
     url = args.url
     if url is None:
         url = f"http://127.0.0.1:{args.port}"
-        command = [sys.executable, "-m", "deepmovie", "serve", str(args.run), "--port", str(args.port)]
-        server = subprocess.Popen([*command, "--workers", str(args.workers)])
+        command = [sys.executable, "-m", "deepmovie", "serve", "--port", str(args.port)]
+        command += [str(args.run)] if args.run else ["--ranker", str(args.ranker)]
+        command += ["--rater", str(args.rater)] if args.rater else []
+        # Its own process group: stopping it stops its worker processes too.
+        server = subprocess.Popen([*command, "--workers", str(args.workers)], start_new_session=True)
         wait_healthy(url, server)
+    url = url.rstrip("/")
+    served = health(url)
+    load_start = [round(x, 2) for x in os.getloadavg()]
     try:
-        result = asyncio.run(load(url.rstrip("/"), paths, args.clients, args.seconds, args.warmup))
+        result = asyncio.run(load(url, paths, args.clients, args.seconds, args.warmup))
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(30)
-    result.update({"k": args.k, "users": len(users), "workers": args.workers if server else None})
+            stop(server)
+    result.update({"k": args.k, "explain": args.explain, "users": len(users)})
+    result.update({"workers": args.workers if server else None, "ranker": served.get("ranker")})
+    result.update({"rater": served.get("rater"), "scoring": served.get("scoring")})
+    result["inline"] = served.get("inline")  # whether the server computes these lists on its event loop
+    result["load_average_start"] = load_start
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    result["cores"] = os.cpu_count()
     print(json.dumps(result, indent=2))
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")

@@ -6,6 +6,7 @@ other half the reverse, so a folded-in user's recommendations have one right ans
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -28,7 +29,16 @@ from deepmovie.experiment import run
 from deepmovie.recommender import Recommender, UnknownIdError
 from deepmovie.recommender.recommender import parse_ratings
 from deepmovie.recommender.schemas import Movie
-from deepmovie.serving.api import create_app
+from deepmovie.serving.api import (
+    MAX_BODY,
+    MAX_K,
+    RATER_ENV,
+    BodyLimit,
+    app_from_env,
+    create_app,
+    load_recommender,
+    serve_env,
+)
 
 COMEDIES = range(1, 31)
 LIKES_COMEDY = {"1": 5, "2": 5, "3": 4.5, "31": 1, "32": 1}
@@ -256,22 +266,29 @@ def client(bmf) -> TestClient:
     return TestClient(create_app(bmf))
 
 
-def test_api_answers(client):
+def test_api_answers(client, bmf):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model"] == "biased-mf" and health["cold_start"]
+    assert health["ranker"] == health["rater"] == "biased-mf" and health["rater_cold_start"]
+    assert health["limits"] == {"max_body": MAX_BODY, "max_k": MAX_K, "max_ratings": 1000}
+    assert health["inline"] == {"known_user": True, "new_user": True}  # a factor model: on the event loop
     rec = client.get("/recommend", params={"user": 1, "k": 3}).json()
     assert len(rec["items"]) == 3 and rec["items"][0]["title"]
+    assert rec["ranker"] == rec["rater"] == "biased-mf" and rec["offset"] == 0
     cold = client.post(
         "/recommend", json={"ratings": [{"item": 31, "rating": 5}, {"item": "32", "rating": 4}]}
     )
     assert cold.status_code == 200 and all(m["item"] > 30 for m in cold.json()["items"])
+    assert all(m["because"] for m in cold.json()["items"])
     assert client.get("/predict", params={"user": 1, "item": 2}).json()["rating"] > 0
-    assert client.get("/similar", params={"item": 1, "k": 2}).json()["items"]
+    similar = client.get("/similar", params={"item": 1, "k": 2}).json()
+    assert similar == json.loads(bmf.similar(1, k=2).model_dump_json())
     assert client.get("/users/1/ratings").json()["ratings"]
     assert client.get("/items/search", params={"q": "drama 4"}).json()[0]["item"] in range(40, 50)
     assert "/recommend" in client.get("/openapi.json").json()["paths"]
     assert "<title>DeepMovie</title>" in client.get("/").text
-    assert client.get("/static/app.js").status_code == 200
+    for asset in ("app.js", "style.css"):
+        assert client.get(f"/static/{asset}").status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -282,28 +299,55 @@ def test_api_answers(client):
         ("get", "/recommend", {}, 422),
         ("get", "/recommend", {"user": 1, "k": 0}, 422),
         ("get", "/recommend", {"user": 1, "k": "ten"}, 422),
+        ("get", "/recommend", {"user": 1, "k": MAX_K + 1}, 422),
+        ("get", "/recommend", {"user": 1, "offset": -1}, 422),
+        ("get", "/recommend", {"user": 1, "diversity": 1.5}, 422),
+        ("get", "/recommend", {"user": 1, "max_per_genre": 0}, 422),
+        ("get", "/recommend", {"user": 1, "min_ratings": -1}, 422),
         ("get", "/recommend", {"user": 1, "genre": "Western"}, 400),
+        ("get", "/recommend", {"user": 1, "genres": ["Comedy", "Western"]}, 400),
+        ("get", "/recommend", {"user": 1, "exclude": 999}, 404),
         ("get", "/predict", {"user": 1, "item": "1e3"}, 404),
         ("get", "/similar", {"item": 1, "k": 10**9}, 422),
+        ("get", "/similar", {"item": 1, "k": MAX_K + 1}, 422),
         ("get", "/items/search", {"q": ""}, 422),
         ("get", "/users/999/ratings", None, 404),
+        ("get", "/no/such/route", None, 404),
+        ("get", "/static/no-such-file.js", None, 404),
+        ("delete", "/recommend", None, 405),
+        ("put", "/health", None, 405),
         ("post", "/recommend", {"ratings": []}, 422),
         ("post", "/recommend", {"ratings": [{"item": 1, "rating": 9}]}, 400),
         ("post", "/recommend", {"ratings": [{"item": 1, "rating": 4}, {"item": "1", "rating": 3}]}, 400),
         ("post", "/recommend", {"ratings": [{"item": 1}]}, 422),
         ("post", "/recommend", {"ratings": "1:5"}, 422),
+        ("post", "/recommend", {"ratings": [{"item": 1, "rating": 4}], "k": MAX_K + 1}, 422),
+        ("post", "/recommend", {"ratings": [{"item": 1, "rating": 4}], "offset": -1}, 422),
+        ("post", "/recommend", {"ratings": [{"item": 1, "rating": 4}], "diversity": 2}, 422),
+        ("post", "/recommend", {"ratings": [{"item": 1, "rating": 4}], "genres": ["Western"]}, 400),
+        ("post", "/recommend", {"ratings": [{"item": 1, "rating": 4}], "no_such_field": 1}, 422),
+        ("post", "/health", {}, 405),
     ],
 )
 def test_api_bad_requests_are_4xx_json(client, method, path, payload, status):
-    response = client.get(path, params=payload) if method == "get" else client.post(path, json=payload)
+    if method == "get":
+        response = client.get(path, params=payload)
+    elif method == "post":
+        response = client.post(path, json=payload)
+    else:
+        response = client.request(method.upper(), path)
     assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
     assert response.json()["detail"]
+    if status == 405:
+        assert "allow" in response.headers
 
 
 def test_api_refuses_non_json_and_nan(client):
     for body in ("not json", '{"ratings": [{"item": 1, "rating": NaN}]}'):
         response = client.post("/recommend", content=body, headers={"content-type": "application/json"})
         assert response.status_code == 422, response.text
+        assert response.json()["detail"]
 
 
 def test_cli_recommend_cold_start_and_one_line_errors(runs, deepmovie_home):
@@ -331,17 +375,256 @@ def test_cli_recommend_cold_start_and_one_line_errors(runs, deepmovie_home):
     assert bad_err.strip().splitlines() == ["error: item 999: not an id of this model (60 items)"]
 
 
+def test_a_body_over_the_limit_is_refused_with_413_before_parsing(client, bmf):
+    two_mb = b'{"ratings": [' + b" " * 2_000_000 + b"]}"
+    declared = client.post("/recommend", content=two_mb, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and declared.json()["detail"].startswith("request body of 2,000,")
+
+    def chunks():  # no Content-Length: the body is counted as it streams
+        for _ in range(20):
+            yield b" " * 100_000
+
+    streamed = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413 and "streamed past 1,000,000 bytes" in streamed.json()["detail"]
+    small = TestClient(create_app(bmf, max_body=1_000))
+    ratings = [{"item": i, "rating": 4} for i in range(1, 61)]
+    assert small.post("/recommend", json={"ratings": ratings[:5]}).status_code == 200
+    assert small.post("/recommend", json={"ratings": ratings}).status_code == 413
+    with pytest.raises(DeepMovieError, match="max_body: 0"):
+        create_app(bmf, max_body=0)
+
+
+def test_body_limit_counts_streamed_bytes_and_never_calls_the_app_past_it():
+    calls = []
+
+    async def app(scope, receive, send):
+        message = await receive()
+        calls.append(message["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def request(parts: list[bytes], headers: list[tuple[bytes, bytes]]) -> list[dict]:
+        messages = [
+            {"type": "http.request", "body": p, "more_body": n < len(parts) - 1} for n, p in enumerate(parts)
+        ]
+        sent: list[dict] = []
+
+        async def receive():
+            return messages.pop(0)
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
+        asyncio.run(BodyLimit(app, limit=1000)(scope, receive, send))
+        return sent
+
+    chunked = [(b"transfer-encoding", b"chunked")]
+    refused = request([b"x" * 400] * 3, chunked)
+    assert refused[0]["status"] == 413 and not calls
+    assert json.loads(refused[1]["body"])["detail"] == "request body streamed past 1,000 bytes: at most that"
+    assert request([b"x" * 400] * 3, [(b"content-length", b"1200")])[0]["status"] == 413 and not calls
+    assert request([b"x" * 400, b"y" * 600], chunked)[0]["status"] == 200
+    assert calls == [b"x" * 400 + b"y" * 600]  # the app gets the whole body at once
+
+
+def test_at_most_1000_ratings_and_k_up_to_the_configured_cap(client, bmf):
+    many = [{"item": str(i), "rating": 4} for i in range(1, 1002)]
+    response = client.post("/recommend", json={"ratings": many})
+    assert response.status_code == 422 and "at most 1000" in response.json()["detail"][0]["msg"]
+    capped = TestClient(create_app(bmf, max_k=20))
+    assert len(capped.get("/recommend", params={"user": 1, "k": 20}).json()["items"]) == 20
+    for path, params in (("/recommend", {"user": 1, "k": 21}), ("/similar", {"item": 1, "k": 21})):
+        answer = capped.get(path, params=params)
+        assert answer.status_code == 422 and "less than or equal to 20" in answer.text
+    body = {"ratings": [{"item": 1, "rating": 5}], "k": 21}
+    assert capped.post("/recommend", json=body).status_code == 422
+    assert capped.get("/health").json()["limits"]["max_k"] == 20
+
+
+def test_pages_do_not_overlap_and_concatenate_to_the_top(client):
+    def items(answer) -> list[int]:
+        assert answer.status_code == 200, answer.text
+        return [m["item"] for m in answer.json()["items"]]
+
+    get = {"user": 2, "genres": ["Comedy", "Romance"]}
+    first = items(client.get("/recommend", params={**get, "k": 10}))
+    second = items(client.get("/recommend", params={**get, "k": 10, "offset": 10}))
+    assert len(first) == len(second) == 10 and not set(first) & set(second)
+    assert first + second == items(client.get("/recommend", params={**get, "k": 20}))
+    post = {"ratings": [{"item": 31, "rating": 5}, {"item": 1, "rating": 1}]}
+    page = [items(client.post("/recommend", json={**post, "k": 10, "offset": o})) for o in (0, 10)]
+    assert not set(page[0]) & set(page[1])
+    assert page[0] + page[1] == items(client.post("/recommend", json={**post, "k": 20}))
+    assert client.post("/recommend", json={**post, "offset": 10}).json()["offset"] == 10
+
+
+def test_every_filter_reaches_the_recommender(client, bmf):
+    params = {
+        "user": 2,
+        "k": 8,
+        "genres": ["Romance"],
+        "min_year": 1995,
+        "max_year": 2008,
+        "min_ratings": 5,
+        "exclude": ["33", "34"],
+        "max_per_genre": 8,
+        "diversity": 0.3,
+        "explain": "false",
+    }
+    answer = client.get("/recommend", params=params).json()
+    expected = bmf.recommend(
+        2,
+        k=8,
+        explain=False,
+        genres=["Romance"],
+        min_year=1995,
+        max_year=2008,
+        min_ratings=5,
+        exclude=["33", "34"],
+        max_per_genre=8,
+        diversity=0.3,
+    )
+    assert answer == json.loads(expected.model_dump_json())
+    assert answer["items"] and all(not m["because"] for m in answer["items"])
+    assert all("Romance" in m["genres"] and 1995 <= m["year"] <= 2008 for m in answer["items"])
+    assert not {33, 34} & {m["item"] for m in answer["items"]}
+    body = {"ratings": [{"item": 31, "rating": 5}], **{k: v for k, v in params.items() if k != "user"}}
+    cold = client.post("/recommend", json={**body, "explain": False}).json()
+    expected_cold = bmf.recommend_new(
+        {"31": 5},
+        k=8,
+        explain=False,
+        genres=["Romance"],
+        min_year=1995,
+        max_year=2008,
+        min_ratings=5,
+        exclude=["33", "34"],
+        max_per_genre=8,
+        diversity=0.3,
+    )
+    assert cold == json.loads(expected_cold.model_dump_json())
+    per_genre = client.get("/recommend", params={"user": 1, "k": 10, "max_per_genre": 3}).json()["items"]
+    assert len(per_genre) == 6  # three comedies, three Drama|Romance films: both genres are full
+
+
+# --- a ranker paired with a rater, on ml-latest-small -------------------------------------------------
+
+STAR_WARS = {"260": 5, "1196": 5, "1210": 5}  # Episodes IV, V and VI
+
+
 @pytest.fixture(scope="module")
-def server(bmf):
-    """The app under a real uvicorn server in a thread, on a free port."""
+def ml_runs(tmp_path_factory) -> dict[str, Path]:
+    """A ranking model that folds new users in (item-kNN) and a rating model (biased MF, a few quick
+    epochs), both trained on the bundled ml-latest-small with the same split."""
+    import deepmovie.models.ranking.item_knn  # noqa: F401  (registers item-knn)
+
+    root = tmp_path_factory.mktemp("ml-runs")
+    models = {
+        "item-knn": {},
+        "biased-mf": {"optimizer": "adam", "lr": 0.02, "factors": 16, "epochs": 3, "batch_size": 4096},
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small products: on a busy machine more threads were 20x slower here
+    try:
+        for model, params in models.items():
+            values = {"model": model, "data": "ml-latest-small", "device": "cpu", "params": params}
+            run(build_config(values), root / model, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    return {name: root / name for name in models}
+
+
+@pytest.fixture(scope="module")
+def paired(ml_runs) -> Recommender:
+    return load_recommender(ml_runs["item-knn"], ml_runs["biased-mf"])
+
+
+def test_the_list_is_ordered_by_the_ranker_with_the_raters_stars(paired, ml_runs):
+    rater = paired.rater
+    assert paired.model_name == "item-knn" and rater.model_name == "biased-mf"
+    http = TestClient(create_app(paired))
+    health = http.get("/health").json()
+    assert (health["ranker"], health["rater"], health["cold_start"]) == ("item-knn", "biased-mf", True)
+    known = http.get("/recommend", params={"user": 1, "k": 10}).json()
+    scores = [m["score"] for m in known["items"]]
+    assert scores == sorted(scores, reverse=True) and known["ranker"] == "item-knn"
+    for m in known["items"]:
+        assert m["rating"] == pytest.approx(rater.predict(1, m["item"]).rating, abs=1e-3)
+        assert m["because"] and m["because"][0]["title"]
+    alone = Recommender.load(ml_runs["item-knn"]).recommend(1, k=10)
+    assert [m.item for m in alone.items] == [m["item"] for m in known["items"]]  # the rater never reorders
+    assert all(m.rating is None for m in alone.items) and alone.rater is None
+    cold = http.post(
+        "/recommend", json={"ratings": [{"item": i, "rating": r} for i, r in STAR_WARS.items()], "k": 10}
+    ).json()
+    scores = [m["score"] for m in cold["items"]]
+    assert scores == sorted(scores, reverse=True) and all(m["rating"] is not None for m in cold["items"])
+    stars = rater.recommend_new(STAR_WARS, k=rater.artifacts.n_items, explain=False)
+    by_item = {m.item: m.rating for m in stars.items}
+    assert all(m["rating"] == pytest.approx(by_item[m["item"]], abs=1e-3) for m in cold["items"])
+    assert http.get("/predict", params={"user": 1, "item": 1}).json()["rating"] == rater.predict(1, 1).rating
+
+
+def test_a_rater_trained_on_other_data_or_without_ratings_is_refused(ml_runs, runs):
+    with pytest.raises(DeepMovieError, match="trained on other data"):
+        load_recommender(ml_runs["item-knn"], runs("biased-mf"))
+    with pytest.raises(DeepMovieError, match="predicts no ratings"):
+        load_recommender(ml_runs["biased-mf"], ml_runs["item-knn"])
+
+
+def test_cli_recommend_shows_score_stars_and_because(ml_runs, runs):
+    from typer.testing import CliRunner
+
+    from deepmovie.cli.app import app
+
+    knn, bmf_run = str(ml_runs["item-knn"]), str(ml_runs["biased-mf"])
+    cli = CliRunner()
+    ratings = ",".join(f"{i}:{r}" for i, r in STAR_WARS.items())
+    result = cli.invoke(
+        app, ["recommend", "--ranker", knn, "--rater", bmf_run, "--ratings", ratings, "-k", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("top 3 for a new user (cold start): ranked by item-knn")
+    assert "stars by biased-mf" in lines[0]
+    assert lines[1].startswith("  1.") and "★" in lines[1]
+    assert lines[2].strip().startswith("because you liked Star Wars")
+    page = cli.invoke(app, ["recommend", knn, "--user", "1", "-k", "2", "--offset", "2", "--no-explain"])
+    assert page.exit_code == 0, page.output
+    assert [line[:4] for line in page.output.splitlines()[1:]] == ["  3.", "  4."]
+    assert "no stars" in page.output and "because" not in page.output
+    as_json = cli.invoke(
+        app, ["recommend", knn, "--ratings", ratings, "--genre", "Comedy", "--json", "-k", "2"]
+    )
+    assert all("Comedy" in m["genres"] for m in json.loads(as_json.output)["items"])
+    bad = cli.invoke(app, ["serve", "--ranker", knn, "--rater", str(runs("biased-mf"))])
+    assert isinstance(bad.exception, DeepMovieError) and "other data" in str(bad.exception)
+    both = cli.invoke(app, ["recommend", knn, "--ranker", knn, "--user", "1"])
+    assert isinstance(both.exception, DeepMovieError)
+    serve_help = cli.invoke(app, ["serve", "--help"], terminal_width=200).output
+    assert all(option in serve_help for option in ("--ranker", "--rater", "--max-body", "--max-k"))
+
+
+def test_worker_processes_load_both_runs_and_the_limits_from_the_environment(ml_runs, monkeypatch):
+    env = serve_env(ml_runs["item-knn"], ml_runs["biased-mf"], max_body=5000, max_k=50)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    health = TestClient(app_from_env()).get("/health").json()
+    assert (health["ranker"], health["rater"]) == ("item-knn", "biased-mf")
+    assert health["limits"]["max_body"] == 5000 and health["limits"]["max_k"] == 50
+    monkeypatch.setenv(RATER_ENV, "")
+    assert TestClient(app_from_env()).get("/health").json()["rater"] is None
+
+
+def _serve(app) -> tuple[str, object, threading.Thread]:
+    """``app`` under a real uvicorn server in a thread, on a free port."""
     import uvicorn
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    instance = uvicorn.Server(
-        uvicorn.Config(create_app(bmf), host="127.0.0.1", port=port, log_level="warning")
-    )
+    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -349,7 +632,13 @@ def server(bmf):
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("the server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", instance, thread
+
+
+@pytest.fixture(scope="module")
+def server(bmf):
+    url, instance, thread = _serve(create_app(bmf))
+    yield url
     instance.should_exit = True
     thread.join(10)
 
@@ -368,6 +657,28 @@ def test_server_under_concurrent_clients(server):
     assert all(results[n] == results[n % 5] for n in range(40))
 
 
+def test_a_real_server_refuses_a_chunked_body_past_the_limit(server):
+    """Over the wire, with no Content-Length: the server counts the chunks and answers 413."""
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as conn:
+        conn.sendall(
+            b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b" " * 65_536
+        for _ in range(16):  # 1,048,576 bytes: past the limit, and no more
+            conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            data = conn.recv(65_536)
+            if not data:
+                break
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert json.loads(body)["detail"].startswith("request body streamed past 1,000,000 bytes")
+
+
 def _chromium() -> tuple[str, str] | None:
     for browser in (
         "/usr/bin/chromium",
@@ -380,8 +691,8 @@ def _chromium() -> tuple[str, str] | None:
     return None
 
 
-def test_web_page_end_to_end_in_headless_chromium(server):
-    """Search and rate, get recommendations with titles and stars; look up a user's history."""
+@pytest.fixture(scope="module")
+def browser():
     found = _chromium()
     if found is None:
         pytest.skip(
@@ -390,40 +701,95 @@ def test_web_page_end_to_end_in_headless_chromium(server):
     webdriver = pytest.importorskip(
         "selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')"
     )
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
-
     options = webdriver.ChromeOptions()
     options.binary_location = found[0]
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=found[1]))
-    wait = WebDriverWait(browser, 20)
-    try:
-        browser.get(server + "/")
-        wait.until(lambda b: "biased-mf" in b.find_element(By.ID, "model").text)
-        for query, stars in (("Drama 3", "5"), ("Comedy 2", "1")):
-            search = browser.find_element(By.ID, "search")
-            search.clear()
-            search.send_keys(query)
-            browser.find_element(By.ID, "search-button").click()
-            wait.until(lambda b, q=query: q in b.find_element(By.ID, "search-results").text)
-            Select(browser.find_element(By.CSS_SELECTOR, "#search-results select")).select_by_value(stars)
-        browser.find_element(By.ID, "recommend-new").click()
-        rows = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#new-recs tbody tr"))
-        assert len(rows) == 10
-        titles = [r.find_element(By.CLASS_NAME, "title").text for r in rows]
-        assert all(t.startswith("Drama") for t in titles), titles
-        assert all("★" in r.find_element(By.CLASS_NAME, "stars").text for r in rows)
-        assert "Romance" in rows[0].find_element(By.CLASS_NAME, "genres").text
+    options.add_argument("--window-size=1280,900")
+    chrome = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=found[1]))
+    yield chrome
+    chrome.quit()
 
-        browser.find_element(By.ID, "user").send_keys("2")
-        browser.find_element(By.ID, "user-button").click()
-        history = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#user-history tbody tr"))
-        assert history and wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#user-recs tbody tr"))
-        browser.find_element(By.ID, "user").clear()
-        browser.find_element(By.ID, "user").send_keys("999")
-        browser.find_element(By.ID, "user-button").click()
-        wait.until(lambda b: "user 999" in b.find_element(By.ID, "error").text)
+
+@pytest.fixture(scope="module")
+def paired_server(browser, paired):
+    """The ml-latest-small pair served by uvicorn in a thread (after the browser, so a machine without
+    one skips before any training)."""
+    url, instance, thread = _serve(create_app(paired))
+    yield url
+    instance.should_exit = True
+    thread.join(10)
+
+
+def test_web_page_end_to_end_in_headless_chromium(browser, paired_server):
+    """Rate three Star Wars films at 5 stars; the recommendations are other Sci-Fi or Adventure films,
+    with predicted stars and a "because you liked" line; "More like this" shows similar films; "More"
+    fetches the next page; the genre filter applies; a known user is looked up; a phone screen fits."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(paired_server + "/")
+    wait.until(lambda b: "ranked by item-knn" in b.find_element(By.ID, "model").text)
+    assert "stars by biased-mf" in browser.find_element(By.ID, "model").text
+    browser.find_element(By.ID, "search").send_keys("Star Wars")
+    browser.find_element(By.ID, "search-button").click()
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, '#search-results li[data-item="1210"]'))
+    for item in STAR_WARS:
+        row = browser.find_element(By.CSS_SELECTOR, f'#search-results li[data-item="{item}"]')
+        row.find_element(By.CSS_SELECTOR, '.star[data-value="5"]').click()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#my-ratings li[data-item]")) == 3
+
+    browser.find_element(By.ID, "recommend-new").click()
+    rows = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#new-recs li.rec"))
+    assert len(rows) == 10
+    items = [r.get_attribute("data-item") for r in rows]
+    assert not set(items) & set(STAR_WARS)
+    genres = [r.find_element(By.CLASS_NAME, "genres").text for r in rows]
+    assert sum("Sci-Fi" in g or "Adventure" in g for g in genres) >= 6, genres
+    assert all("★" in r.find_element(By.CLASS_NAME, "stars").text for r in rows)
+    because = rows[0].find_element(By.CLASS_NAME, "because").text
+    assert because.startswith("because you liked Star Wars"), because
+
+    rows[0].find_element(By.CLASS_NAME, "more-like").click()
+    similar = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#new-recs li.rec .similar li"))
+    assert similar and rows[0].get_attribute("data-item") not in [
+        s.get_attribute("data-item") for s in similar
+    ]
+    assert not {s.get_attribute("data-item") for s in similar} & set(STAR_WARS)  # rated films left out
+
+    browser.find_element(By.CSS_SELECTOR, "#new-recs button.more").click()
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#new-recs li.rec")) == 20)
+    twenty = [
+        r.get_attribute("data-item") for r in browser.find_elements(By.CSS_SELECTOR, "#new-recs li.rec")
+    ]
+    assert twenty[:10] == items and len(set(twenty)) == 20
+
+    Select(browser.find_element(By.ID, "genre")).select_by_value("Comedy")
+    wait.until(
+        lambda b: (
+            (r := b.find_elements(By.CSS_SELECTOR, "#new-recs li.rec"))
+            and len(r) == 10
+            and all("Comedy" in x.find_element(By.CLASS_NAME, "genres").text for x in r)
+        )
+    )
+    Select(browser.find_element(By.ID, "genre")).select_by_value("")
+
+    browser.find_element(By.ID, "user").send_keys("1")
+    browser.find_element(By.ID, "user-button").click()
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#user-recs li.rec"))
+    assert wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#user-history li"))
+    assert "because you liked" in browser.find_element(By.CSS_SELECTOR, "#user-recs .because").text
+    browser.find_element(By.ID, "user").clear()
+    browser.find_element(By.ID, "user").send_keys("99999")
+    browser.find_element(By.ID, "user-button").click()
+    wait.until(lambda b: "user 99999" in b.find_element(By.ID, "error").text)
+
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True},
+    )
+    try:
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= 390
     finally:
-        browser.quit()
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

@@ -351,7 +351,6 @@ def bench(
     typer.echo(f"{len(rows)} rows -> {out / 'results.md'}")
 
 
-RunDir = Annotated[Path, typer.Argument(help="a run directory written by `deepmovie train --out`")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 
 
@@ -364,71 +363,135 @@ def _movie_line(rank: int, movie: Any, value: str) -> str:
     return f"{rank:3d}. {value:>6s}  {movie.item!s:>8s}  {movie.title or '-'}  {genres}".rstrip()
 
 
-@app.command()
-def predict(
-    run: RunDir,
-    user: Annotated[str, typer.Option(help="user id")],
-    item: Annotated[str, typer.Option(help="item (movie) id")],
-    as_json: AsJson = False,
-) -> None:
-    """Predict one user's rating of one item."""
+RankerRun = Annotated[
+    Path | None, typer.Option("--ranker", help="the run whose scores order the list (instead of RUN)")
+]
+RaterRun = Annotated[
+    Path | None,
+    typer.Option("--rater", help="a rating run on the same data: its predicted stars are shown"),
+]
+AnyRun = Annotated[
+    Path | None,
+    typer.Argument(help="a run directory (ranking or rating model) written by `deepmovie train --out`"),
+]
+
+
+def _served(run: Path | None, ranker: Path | None, rater: Path | None) -> Any:
+    """The recommender of RUN (or --ranker), paired with --rater: both trained on the same data."""
     from deepmovie.recommender import Recommender
 
-    result = Recommender.load(run).predict(user, item)
+    if (run is None) == (ranker is None):
+        raise DeepMovieError("give one run: RUN or --ranker RUN (with --rater RUN for predicted stars)")
+    recommender = Recommender.load(run or ranker)
+    if rater is not None:
+        recommender.pair(Recommender.load(rater))
+    return recommender
+
+
+@app.command()
+def predict(
+    user: Annotated[str, typer.Option(help="user id")],
+    item: Annotated[str, typer.Option(help="item (movie) id")],
+    run: AnyRun = None,
+    ranker: RankerRun = None,
+    rater: RaterRun = None,
+    as_json: AsJson = False,
+) -> None:
+    """Predict one user's rating of one item (the rater's, where one is paired; a ranking model's
+    own score otherwise)."""
+    recommender = _served(run, ranker, rater)
+    model = recommender.rater or recommender
+    result = model.predict(user, item)
+    what = "stars" if model.model.task == "rating" else f"{model.model.task} score"
     _emit(
-        result, as_json, [f"{result.rating:.2f}  user {result.user}, {result.item.title or result.item.item}"]
+        result,
+        as_json,
+        [f"{result.rating:.2f} {what}  user {result.user}, {result.item.title or result.item.item}"],
     )
 
 
 @app.command()
 def recommend(
-    run: RunDir,
+    run: AnyRun = None,
     user: Annotated[str | None, typer.Option(help="a known user id")] = None,
     ratings: Annotated[
         str | None, typer.Option(help="a new user's ratings, item:rating pairs, e.g. 1:5,50:4,260:5")
     ] = None,
+    ranker: RankerRun = None,
+    rater: RaterRun = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="how many items")] = 10,
-    genre: Annotated[str | None, typer.Option(help="only items of this genre")] = None,
+    offset: Annotated[int, typer.Option(min=0, help="first position of the page (0: the top)")] = 0,
+    genre: Annotated[
+        list[str] | None, typer.Option(help="only items of this genre (repeatable: any of them)")
+    ] = None,
     min_year: Annotated[int | None, typer.Option(help="only items released this year or later")] = None,
+    max_year: Annotated[int | None, typer.Option(help="only items released this year or earlier")] = None,
+    min_ratings: Annotated[
+        int, typer.Option(min=0, help="only items with at least this many training ratings")
+    ] = 0,
+    exclude: Annotated[list[str] | None, typer.Option(help="an item never to show (repeatable)")] = None,
+    max_per_genre: Annotated[
+        int | None, typer.Option(min=1, help="at most this many items of one genre")
+    ] = None,
+    diversity: Annotated[
+        float | None, typer.Option(min=0, max=1, help="MMR weight of dissimilarity (0: none)")
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option(help="show the rated items behind each item (because you liked ...)")
+    ] = True,
     include_seen: Annotated[bool, typer.Option(help="keep items the user already rated")] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Top-K items for a known user (--user) or for a new one given by a few ratings (--ratings)."""
-    from deepmovie.recommender import Recommender
+    """Top-K items for a known user (--user) or for a new one given by a few ratings (--ratings),
+    ordered by the ranker's score, with the rater's predicted stars where there is one."""
     from deepmovie.recommender.recommender import parse_ratings
 
     if (user is None) == (ratings is None):
         raise DeepMovieError("recommend needs exactly one of a user id (--user) or ratings (--ratings)")
-    recommender = Recommender.load(run)
-    filters = {
+    recommender = _served(run, ranker, rater)
+    options = {
         "k": k,
-        "genres": [genre] if genre else (),
-        "min_year": min_year,
+        "offset": offset,
+        "explain": explain,
         "exclude_seen": not include_seen,
+        "genres": genre or (),
+        "min_year": min_year,
+        "max_year": max_year,
+        "min_ratings": min_ratings,
+        "exclude": exclude or (),
+        "max_per_genre": max_per_genre,
+        "diversity": diversity,
     }
     if ratings is not None:
-        result = recommender.recommend_new(parse_ratings(ratings), **filters)
+        result = recommender.recommend_new(parse_ratings(ratings), **options)
     else:
-        result = recommender.recommend(user, **filters)
+        result = recommender.recommend(user, **options)
     who = f"user {result.user}" if result.user is not None else "a new user (cold start)"
+    stars = f"stars by {result.rater}" if result.rater else "no stars (pair a rating run: --rater)"
     header = (
-        f"top {len(result.items)} for {who}: {result.method}, {result.excluded_seen} rated item(s) left out"
+        f"top {len(result.items)} for {who}: ranked by {result.ranker} ({result.method}), {stars}; "
+        f"{result.excluded_seen} rated item(s) left out"
     )
-    lines = [_movie_line(n, m, f"{m.rating:.2f}") for n, m in enumerate(result.items, start=1)]
-    _emit(result, as_json, [header, *lines])
+    lines = [header]
+    for n, m in enumerate(result.items, start=result.offset + 1):
+        shown = f"{m.rating:.2f}★" if m.rating is not None else "-"
+        lines.append(_movie_line(n, m, f"{m.score:9.4f} {shown:>6s}"))
+        if m.because:
+            liked = "; ".join(r.title or str(r.item) for r in m.because)
+            lines.append(f"{'':5s}because you liked {liked}")
+    _emit(result, as_json, lines)
 
 
 @app.command()
 def similar(
-    run: RunDir,
     item: Annotated[str, typer.Option(help="item (movie) id")],
+    run: AnyRun = None,
+    ranker: RankerRun = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="how many items")] = 10,
     as_json: AsJson = False,
 ) -> None:
-    """The K items most similar to an item."""
-    from deepmovie.recommender import Recommender
-
-    result = Recommender.load(run).similar(item, k=k)
+    """The K items most similar to an item (the model's item-item weights where it has them)."""
+    result = _served(run, ranker, None).similar(item, k=k)
     header = f"similar to {result.item.title or result.item.item} ({result.method}):"
     lines = [_movie_line(n, m, f"{m.similarity:.3f}") for n, m in enumerate(result.items, start=1)]
     _emit(result, as_json, [header, *lines])
@@ -436,26 +499,39 @@ def similar(
 
 @app.command()
 def serve(
-    run: RunDir,
+    run: AnyRun = None,
+    ranker: RankerRun = None,
+    rater: RaterRun = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="server processes (one model copy each)")] = 1,
+    max_body: Annotated[
+        int, typer.Option(min=1, help="largest request body in bytes (413 above)")
+    ] = 1_000_000,
+    max_k: Annotated[int, typer.Option(min=1, help="most items one request may ask for (422 above)")] = 1000,
 ) -> None:
-    """Serve the REST API (docs at /docs) and the web page (/) of a run."""
+    """Serve the REST API (docs at /docs) and the web page (/) of a run, or of a ranker paired with a
+    rater (--ranker RUN --rater RUN: ordered by the ranker, stars from the rater)."""
+    import inspect
     import os
 
     import uvicorn
 
-    from deepmovie.recommender import Recommender
-    from deepmovie.serving.api import RUN_ENV, create_app
+    from deepmovie.serving.api import create_app, serve_env
 
-    recommender = Recommender.load(run)  # a bad run directory fails here, as one error line
-    typer.echo(
-        f"serving {run} ({recommender.model_name}) at http://{host}:{port}/  (API docs: /docs)", err=True
-    )
+    recommender = _served(run, ranker, rater)  # a bad run directory fails here, as one error line
+    served = f"{run or ranker} ({recommender.model_name})"
+    if rater is not None:
+        served += f" with stars from {rater} ({recommender.rater.model_name})"
+    typer.echo(f"serving {served} at http://{host}:{port}/  (API docs: /docs)", err=True)
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning", "access_log": False}
     if workers == 1:
-        uvicorn.run(create_app(recommender), **options)
-    else:
-        os.environ[RUN_ENV] = str(run.resolve())
+        uvicorn.run(create_app(recommender, max_body=max_body, max_k=max_k), **options)
+    else:  # each worker process loads the runs again: they come by environment
+        os.environ.update(serve_env(run or ranker, rater, max_body, max_k))
+        if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+            # A worker answers the supervisor's pings only once it has imported PyTorch and loaded
+            # the runs: on a busy machine that took more than uvicorn's 5 s, and the supervisor
+            # killed and restarted every worker, forever.
+            options["timeout_worker_healthcheck"] = 120
         uvicorn.run("deepmovie.serving.api:app_from_env", factory=True, workers=workers, **options)

@@ -384,7 +384,7 @@ class Recommender:
         spread = relevance.max() - relevance.min() if len(pool) else 0.0
         relevance = (relevance - relevance.min()) / spread if spread > 0 else np.zeros_like(relevance)
         closest = np.zeros(len(pool))  # each candidate's highest similarity to a picked item
-        weights = self._item_weights(pool)[0][:, pool] if filters.diversity is not None else None
+        weights = self._item_weights(pool, pool)[0] if filters.diversity is not None else None
         free = np.ones(len(pool), dtype=bool)
         picked: list[int] = []
         lam = filters.diversity or 0.0
@@ -405,18 +405,21 @@ class Recommender:
                 closest = np.maximum(closest, weights[best])
         return np.asarray(picked, dtype=np.int64)
 
-    def _item_weights(self, items: np.ndarray) -> tuple[np.ndarray, str]:
-        """Rows ``(len(items), n_items)`` of item-item similarity, and how they were made."""
+    def _item_weights(self, items: np.ndarray, columns: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+        """Item-item similarity of ``items`` to ``columns`` (default: every item), ``(len(items),
+        len(columns))``, and how it was made. Only the columns asked for are computed where that is
+        cheaper (factor and co-rating cosines): explaining a page of 10 needs 10 columns, not all."""
+        wanted = slice(None) if columns is None else np.asarray(columns)
         with torch.inference_mode():
             own = self.model.item_neighbours(items)
         if own is not None:
-            return np.asarray(own, dtype=np.float64), f"{self.model_name} item-item weights"
+            return np.asarray(own, dtype=np.float64)[:, wanted], f"{self.model_name} item-item weights"
         unit, method = self._unit_items
         if sp.issparse(unit):
-            rows = (unit[items] @ unit.T).toarray()
+            rows = (unit[items] @ unit[wanted].T).toarray()
         else:  # through torch: NumPy's threaded BLAS crawled on a loaded machine (see factors.matvec)
-            rows = (torch.from_numpy(unit[items]) @ torch.from_numpy(unit).T).numpy()
-        return np.asarray(rows, dtype=np.float64) * self._shrink, method
+            rows = (torch.from_numpy(unit[items]) @ torch.from_numpy(unit[wanted]).T).numpy()
+        return np.asarray(rows, dtype=np.float64) * self._shrink[wanted], method
 
     def _reasons(self, page: np.ndarray, rated: np.ndarray, values: np.ndarray) -> dict[int, list[Reason]]:
         """For each recommended item, the user's liked items (rated at or above their own mean, or every
@@ -424,7 +427,7 @@ class Recommender:
         liked = rated[values >= values.mean()] if len(values) else rated
         if len(liked) == 0:
             return {}
-        weights = self._item_weights(liked)[0][:, page]  # (liked, page)
+        weights = self._item_weights(liked, page)[0]  # (liked, page)
         reasons: dict[int, list[Reason]] = {}
         for column, item in enumerate(page):
             order = np.argsort(-weights[:, column], kind="stable")[:EXPLAIN]

@@ -1,65 +1,267 @@
-"""The REST API and the web page over one :class:`Recommender`: validated requests, JSON errors.
+"""The REST API and the web page over one :class:`Recommender` (a ranker, optionally paired with a rater).
 
-Bad input is a 4xx with a JSON ``detail``: 422 for a malformed request (FastAPI's validation), 404 for
-an id the model does not know, 400 for a well-formed but impossible request (an unknown genre, a
-rating off the scale). Endpoints are plain functions run in the server's thread pool; the recommender
-they share is read-only, so concurrent requests need no locks.
+The list is ordered by the ranker's score; each item carries the rater's predicted stars (``rating``,
+None without a rater) and the user's own rated items that led to it (``because``). Every filter of
+:class:`~deepmovie.recommender.schemas.Filters` is a query parameter of ``GET /recommend`` and a field
+of ``POST /recommend``, with ``offset`` for the next page and ``explain`` for the reasons.
+
+Limits, each refused before any work: a request body over ``max_body`` bytes is a 413 (by its
+Content-Length, or counted as it streams for a chunked body, in :class:`BodyLimit`, before FastAPI
+parses anything); more than ``max_ratings`` ratings or a ``k`` above ``max_k`` is a 422. Every error
+is JSON ``{"detail": ...}``: 422 for a malformed request, 404 for an id the model does not know or an
+unknown route, 405 for a wrong method, 413 for a body too large, 400 for a well-formed but impossible
+request (an unknown genre, a rating off the scale, a ranker that cannot fold a new user in).
+
+Endpoints run in threads (at most one per core at a time), except a list without explanations that
+takes well under a millisecond (a factor model's, iALS's: timed at start), which is computed on the
+event loop; the recommender they share is read-only, so concurrent requests need no locks.
 """
 
-from __future__ import annotations
-
+import json
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
+import numpy as np
 import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, StringConstraints
-from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException
 
 from deepmovie import __version__
 from deepmovie.errors import DeepMovieError
 from deepmovie.recommender import Recommender, UnknownIdError
+from deepmovie.recommender.recommender import MAX_COLD_RATINGS
 from deepmovie.recommender.schemas import History, Movie, Prediction, Recommendations, SimilarItems
 
 STATIC = Path(__file__).parent / "static"
-RUN_ENV = "DEEPMOVIE_RUN"  # the run directory of each worker process (``serve --workers N``)
-MAX_K = 100
+# What each worker process of ``serve --workers N`` reads: the runs and the limits.
+RUN_ENV = "DEEPMOVIE_RUN"  # the ranker's run directory (or the one run served)
+RATER_ENV = "DEEPMOVIE_RATER"  # the rater's run directory, when one is paired
+MAX_BODY_ENV = "DEEPMOVIE_MAX_BODY"
+MAX_K_ENV = "DEEPMOVIE_MAX_K"
+
+MAX_BODY = 1_000_000  # bytes of a request body (1 MB)
+MAX_K = 1000  # items in one answer
+MAX_RATINGS = MAX_COLD_RATINGS  # ratings of a new user in one request
+MAX_OFFSET = 1_000_000  # the deepest page
+MAX_LISTED = 100  # genres or excluded items named in one GET query
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 IdText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+GenreText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 UserId = Annotated[IdText, Query(description="a user id of the training data")]
 ItemId = Annotated[IdText, Query(description="an item (movie) id of the training data")]
-K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
-Genre = Annotated[str | None, Query(max_length=64, description="only items of this genre")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="the page's first position (0: the top)")]
+Explain = Annotated[bool, Query(description="name the user's rated items behind each item (because)")]
+Genres = Annotated[
+    list[GenreText] | None,
+    Query(max_length=MAX_LISTED, description="only items of any of these genres (repeatable)"),
+]
+Genre = Annotated[
+    list[GenreText] | None, Query(max_length=MAX_LISTED, description="the same as genres (older name)")
+]
 MinYear = Annotated[int | None, Query(ge=0, le=9999, description="only items released this year or later")]
+MaxYear = Annotated[int | None, Query(ge=0, le=9999, description="only items released this year or earlier")]
+MinRatings = Annotated[
+    int, Query(ge=0, le=2**31, description="only items with at least this many training ratings")
+]
+Exclude = Annotated[
+    list[IdText] | None, Query(max_length=MAX_LISTED, description="items never to show (repeatable)")
+]
+MaxPerGenre = Annotated[
+    int | None, Query(ge=1, le=MAX_OFFSET, description="at most this many items of one genre")
+]
+Diversity = Annotated[
+    float | None, Query(ge=0, le=1, description="MMR: weight of dissimilarity to the items already listed")
+]
 
 
 class NewRating(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     item: IdText | int
     rating: float = Field(allow_inf_nan=False)
 
 
-class ColdStart(BaseModel):
-    """A new user's ratings: recommendations without retraining (fold-in)."""
+class ColdStartFilters(BaseModel):
+    """What ``POST /recommend`` takes beside the ratings: the page and the filters."""
 
-    ratings: list[NewRating] = Field(min_length=1, max_length=1000)
-    k: int = Field(10, ge=1, le=MAX_K)
-    genre: str | None = Field(None, max_length=64)
+    model_config = ConfigDict(extra="forbid")
+
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="the page's first position (0: the top)")
+    explain: bool = Field(True, description="name the rated items behind each item (because)")
+    genres: list[GenreText] | GenreText = Field(
+        default_factory=list, description="only items of any of these genres"
+    )
+    genre: GenreText | None = Field(None, description="one genre (older name; added to genres)")
     min_year: int | None = Field(None, ge=0, le=9999)
+    max_year: int | None = Field(None, ge=0, le=9999)
+    min_ratings: int = Field(0, ge=0, le=2**31)
+    exclude: list[IdText | int] = Field(default_factory=list, max_length=MAX_RATINGS)
+    max_per_genre: int | None = Field(None, ge=1, le=MAX_OFFSET)
+    diversity: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
 
 
-def create_app(recommender: Recommender) -> FastAPI:
-    """The app serving ``recommender``; one intra-op thread, as concurrent requests are the parallelism."""
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 before the app reads any of
+    it. A declared Content-Length is checked at once; a body without one (chunked) is counted as it
+    streams and held until complete (never past the limit), then handed to the app."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = [value for name, value in scope["headers"] if name == b"content-length"]
+        chunked = any(
+            name == b"transfer-encoding" and b"chunked" in value.lower() for name, value in scope["headers"]
+        )
+        if declared and not chunked:
+            try:
+                length = int(declared[0])
+            except ValueError:
+                await reject(send, 400, "Content-Length: not a number of bytes")
+                return
+            if length > self.limit:
+                await reject(send, 413, f"request body of {length:,} bytes: at most {self.limit:,}")
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await reject(send, 413, f"request body streamed past {self.limit:,} bytes: at most that")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole: dict | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        async def replay() -> dict:
+            nonlocal whole
+            if whole is not None:
+                message, whole = whole, None
+                return message
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def reject(send: Callable, status: int, detail: str) -> None:
+    """Answer ``{"detail": ...}`` with ``status`` and close the connection (the body is left unread)."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+INLINE_SECONDS = 1e-3  # a list computed faster than this is computed on the event loop
+
+
+def quick(recommender: Recommender, cold_start: bool) -> tuple[bool, bool]:
+    """Whether a list without explanations takes under ``INLINE_SECONDS`` (the best of a few timed
+    calls), for a known user and for a new one: factor models always do."""
+    models = [r for r in (recommender, recommender.rater) if r is not None]
+    if all(r.factors is not None for r in models):
+        return True, True
+    users = np.flatnonzero(recommender.known_users)
+    items = np.flatnonzero(recommender.known_items)
+    if not len(users) or not len(items):
+        return False, False
+    user = recommender.artifacts.user_ids.raw[users[0]].item()
+    item = recommender.artifacts.item_ids.raw[items[0]].item()
+    high = recommender.artifacts.scale.high
+
+    def fast(call: Callable[[], object]) -> bool:
+        call()  # the first call warms caches up
+        best = float("inf")
+        for _ in range(5):
+            began = time.perf_counter()
+            call()
+            best = min(best, time.perf_counter() - began)
+        return best < INLINE_SECONDS
+
+    known = fast(lambda: recommender.recommend(user, k=10, explain=False))
+    new = cold_start and fast(lambda: recommender.recommend_new({item: high}, k=10, explain=False))
+    return known, new
+
+
+def load_recommender(ranker: Path | str, rater: Path | str | None = None) -> Recommender:
+    """The run ``ranker`` (a ranking or a rating run), paired with the rating run ``rater`` if given
+    (both trained on the same data: :meth:`Recommender.pair` refuses otherwise)."""
+    recommender = Recommender.load(ranker)
+    if rater is not None:
+        recommender.pair(Recommender.load(rater))
+    return recommender
+
+
+def create_app(
+    recommender: Recommender,
+    *,
+    max_body: int = MAX_BODY,
+    max_k: int = MAX_K,
+    max_ratings: int = MAX_RATINGS,
+) -> FastAPI:
+    """The app serving ``recommender``; one intra-op thread, as concurrent requests are the parallelism.
+
+    ``max_body``: bytes of a request body (413 above); ``max_k``: items in one answer (422 above);
+    ``max_ratings``: a new user's ratings in one request (422 above)."""
+    for name, value in (("max_body", max_body), ("max_k", max_k), ("max_ratings", max_ratings)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DeepMovieError(f"{name}: {value!r} is not a positive number")
     torch.set_num_threads(1)  # small per-request ops: more threads only contend (10-40x slower here)
+    rater = recommender.rater
+    pair = f", stars from {rater.model_name!r}" if rater not in (None, recommender) else ""
     app = FastAPI(
         title="DeepMovie",
         version=__version__,
-        description=f"Recommendations from a trained {recommender.model_name!r} model.",
+        description=f"Recommendations ranked by a trained {recommender.model_name!r} model{pair}.",
     )
+    app.add_middleware(BodyLimit, limit=max_body)
+    # A list without explanations that takes well under a millisecond (a factor model's one product,
+    # iALS's) is computed on the event loop, sparing a thread hop; explanations (a product per liked
+    # item) and slower models go to threads, at most one per core at a time: more only share the
+    # cores, so every request of a burst would finish late instead of most finishing early.
+    limiter = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+    described = recommender.describe()
+    fast, fast_new = quick(recommender, bool(described["cold_start"]))
+    info = {
+        "ranker": recommender.model_name,
+        "rater": rater.model_name if rater is not None else None,
+        "rater_cold_start": rater is not None and bool(rater.describe()["cold_start"]),
+        "limits": {"max_body": max_body, "max_k": max_k, "max_ratings": max_ratings},
+        "inline": {"known_user": fast, "new_user": fast_new},  # lists computed on the event loop
+    }
+
+    K = Annotated[int, Query(ge=1, le=max_k, description=f"how many items (at most {max_k})")]
+
+    class ColdStart(ColdStartFilters):
+        """A new user's ratings: recommendations without retraining (fold-in)."""
+
+        ratings: list[NewRating] = Field(min_length=1, max_length=max_ratings)
+        k: int = Field(10, ge=1, le=max_k)
 
     @app.exception_handler(DeepMovieError)
     def _bad_request(request: Request, exc: DeepMovieError) -> JSONResponse:
@@ -71,60 +273,109 @@ def create_app(recommender: Recommender) -> FastAPI:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    async def answer(function: Callable[..., BaseModel], *args: object, **kwargs: object) -> Response:
+    @app.exception_handler(HTTPException)
+    def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        """Unknown routes (404), wrong methods (405, with Allow) and the like: JSON as every error is."""
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    def _crash(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    async def answer(
+        function: Callable[..., BaseModel], *args: object, inline: bool = False, **kwargs: object
+    ) -> Response:
         """Call the recommender and send its result as JSON (pydantic's own encoder: no second pass
-        through FastAPI's). Factor models answer in well under a millisecond, so inline on the event
-        loop, sparing a thread hop; other models' predict can take longer and goes to the thread pool."""
-        if recommender.factors is not None:
+        through FastAPI's), on the event loop when ``inline``, else in the thread pool."""
+        if inline:
             result = function(*args, **kwargs)
         else:
-            result = await run_in_threadpool(function, *args, **kwargs)
+            result = await anyio.to_thread.run_sync(partial(function, *args, **kwargs), limiter=limiter)
         return Response(result.model_dump_json(), media_type="application/json")
 
     @app.get("/health")
     def health() -> dict[str, object]:
-        """Liveness and what is being served."""
-        return {"status": "ok", **recommender.describe()}
+        """Liveness and what is served: the ranker, the rater (whose stars are shown; None: no stars),
+        whether a new user can be folded in (``cold_start``), the genres and the limits."""
+        return {"status": "ok", **described, **info}
 
     @app.get("/predict", response_model=Prediction)
     async def predict(user: UserId, item: ItemId) -> Response:
-        """The predicted rating of an item by a known user."""
-        return await answer(recommender.predict, user, item)
+        """The predicted rating of an item by a known user: the rater's where there is one, else the
+        model's own score."""
+        return await answer((rater or recommender).predict, user, item, inline=fast)
 
     @app.get("/recommend", response_model=Recommendations)
     async def recommend(
-        user: UserId, k: K = 10, genre: Genre = None, min_year: MinYear = None, include_seen: bool = False
+        user: UserId,
+        k: K = 10,
+        offset: Offset = 0,
+        explain: Explain = True,
+        include_seen: bool = False,
+        genres: Genres = None,
+        genre: Genre = None,
+        min_year: MinYear = None,
+        max_year: MaxYear = None,
+        min_ratings: MinRatings = 0,
+        exclude: Exclude = None,
+        max_per_genre: MaxPerGenre = None,
+        diversity: Diversity = None,
     ) -> Response:
-        """Top-k items for a known user; items they rated are left out unless ``include_seen``."""
+        """Top-k items for a known user from position ``offset``, ordered by the ranker's score; items
+        they rated are left out unless ``include_seen``."""
+        filters = {
+            "genres": [*(genres or ()), *(genre or ())],
+            "min_year": min_year,
+            "max_year": max_year,
+            "min_ratings": min_ratings,
+            "exclude": exclude or (),
+            "max_per_genre": max_per_genre,
+            "diversity": diversity,
+        }
         return await answer(
             recommender.recommend,
             user,
             k=k,
-            genres=[genre] if genre else (),
-            min_year=min_year,
+            offset=offset,
+            explain=explain,
             exclude_seen=not include_seen,
+            inline=fast and not explain,
+            **filters,
         )
 
     @app.post("/recommend", response_model=Recommendations)
     async def recommend_new(body: ColdStart) -> Response:
-        """Top-k items for a new user given by a few ratings (cold start, no retraining)."""
+        """Top-k items for a new user given by a few ratings (cold start, no retraining), from position
+        ``offset``; the rated items are left out."""
         ratings: dict[int | str, float] = {}
         for entry in body.ratings:
             key = str(entry.item).strip()
             if key in ratings:
                 raise DeepMovieError(f"ratings: item {key} is rated twice")
             ratings[key] = entry.rating
+        genres = [body.genres] if isinstance(body.genres, str) else list(body.genres)
+        filters = {
+            "genres": genres + ([body.genre] if body.genre else []),
+            "min_year": body.min_year,
+            "max_year": body.max_year,
+            "min_ratings": body.min_ratings,
+            "exclude": body.exclude,
+            "max_per_genre": body.max_per_genre,
+            "diversity": body.diversity,
+        }
         return await answer(
             recommender.recommend_new,
             ratings,
             k=body.k,
-            genres=[body.genre] if body.genre else (),
-            min_year=body.min_year,
+            offset=body.offset,
+            explain=body.explain,
+            inline=fast_new and not body.explain,
+            **filters,
         )
 
     @app.get("/similar", response_model=SimilarItems)
     async def similar(item: ItemId, k: K = 10) -> Response:
-        """Items most similar to an item."""
+        """Items most similar to an item (the ranker's item-item weights where it has them)."""
         return await answer(recommender.similar, item, k=k)
 
     @app.get("/users/{user}/ratings", response_model=History)
@@ -135,7 +386,7 @@ def create_app(recommender: Recommender) -> FastAPI:
     @app.get("/items/search")
     def search(
         q: Annotated[str, Query(min_length=1, max_length=100, description="part of a title")],
-        limit: Annotated[int, Query(ge=1, le=MAX_K)] = 20,
+        limit: Annotated[int, Query(ge=1, le=max_k)] = 20,
     ) -> list[Movie]:
         """Known items whose title contains ``q``, most rated first."""
         return recommender.search(q, limit)
@@ -149,5 +400,17 @@ def create_app(recommender: Recommender) -> FastAPI:
 
 
 def app_from_env() -> FastAPI:
-    """The app factory each ``uvicorn`` worker process calls: the run directory comes by environment."""
-    return create_app(Recommender.load(os.environ[RUN_ENV]))
+    """The app factory each ``uvicorn`` worker process calls: the runs and limits come by environment."""
+    rater = os.environ.get(RATER_ENV) or None
+    return create_app(
+        load_recommender(os.environ[RUN_ENV], rater),
+        max_body=int(os.environ.get(MAX_BODY_ENV, MAX_BODY)),
+        max_k=int(os.environ.get(MAX_K_ENV, MAX_K)),
+    )
+
+
+def serve_env(ranker: Path, rater: Path | None, max_body: int, max_k: int) -> dict[str, str]:
+    """The environment :func:`app_from_env` reads, for worker processes."""
+    env = {RUN_ENV: str(Path(ranker).resolve()), MAX_BODY_ENV: str(max_body), MAX_K_ENV: str(max_k)}
+    env[RATER_ENV] = str(Path(rater).resolve()) if rater is not None else ""
+    return env
