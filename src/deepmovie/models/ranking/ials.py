@@ -63,7 +63,7 @@ class IALSParams(RankingParams):
         None, gt=0, description="std of the initial vectors (None: 0.1 / sqrt(factors), Rendle et al.)"
     )
     solve_budget: int = Field(
-        1 << 15, ge=256, description="padded interactions per batched solve (memory; speed on CPU)"
+        1 << 17, ge=256, description="padded interactions per batched solve (memory; fewer, larger batches)"
     )
 
 
