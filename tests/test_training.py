@@ -225,13 +225,13 @@ def test_ranking_metrics_in_the_summary_never_recommend_unseen_items(ratings_csv
     recommended = []
     real = evaluate_module.ranking_metrics
 
-    def spy(score, train, relevant, k, batch_size):
+    def spy(score, train, relevant, k, batch_size, extra):
         def recording(users):
             scores = score(users)
             recommended.append(scores.topk(k, dim=1).values)
             return scores
 
-        return real(recording, train, relevant, k=k, batch_size=batch_size)
+        return real(recording, train, relevant, k=k, batch_size=batch_size, extra=extra)
 
     monkeypatch.setattr(evaluate_module, "ranking_metrics", spy)
     config = build_config(
