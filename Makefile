@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	rm -rf runs/demo
+	rm -rf runs/demo runs/demo-ranker
 	$(BIN)/deepmovie train biased-mf --data ml-latest-small --out runs/demo
+	$(BIN)/deepmovie train ials --data ml-latest-small --out runs/demo-ranker
+	@echo "serve both: $(BIN)/deepmovie serve --ranker runs/demo-ranker --rater runs/demo"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
