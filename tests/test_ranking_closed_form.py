@@ -278,7 +278,7 @@ def test_defaults():
 
 
 def test_ease_refuses_a_catalogue_that_does_not_fit_before_allocating(monkeypatch):
-    monkeypatch.setattr(ease_module, "available_bytes", lambda device: 24 * 10**9)
+    monkeypatch.setattr(ease_module, "free_memory", lambda device: 24 * 10**9)
     cls = MODELS.get("ease")
     model = cls(cls.Params(), DataInfo(10, 200_000, RatingScale(1, 5), 3.0))
     assert model.item_weights.numel() == 0  # building it allocated nothing item x item

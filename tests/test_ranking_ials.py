@@ -196,7 +196,7 @@ def test_default_init_is_rendles_and_explicit_init_std_is_used():
 
 
 def test_a_fit_too_large_for_memory_is_refused_naming_the_figure(monkeypatch):
-    monkeypatch.setattr(ials_module, "_free_memory", lambda device: 1000)
+    monkeypatch.setattr(ials_module, "free_memory", lambda device: 1000)
     info = DataInfo(30, 25, SCALE, 3.0)
     with pytest.raises(DeepMovieError, match=r"ials: .* interactions with 64 factors need .* GB"):
         IALS(IALSParams(), info).prepare(_random_data(), seed=0)

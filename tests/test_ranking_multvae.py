@@ -259,7 +259,7 @@ def test_memory_is_checked_before_it_is_allocated(monkeypatch):
     model = cls(cls.Params(**SMALL), DataInfo(14, 11, RatingScale(1, 5), 3.0))
     with pytest.raises(DeepMovieError, match=r"multvae: the weights of 100,000,000,000 items need [\d.]+ GB"):
         cls(cls.Params(), DataInfo(10, 100_000_000_000, RatingScale(1, 5), 3.0))
-    monkeypatch.setattr(multvae, "_available_bytes", lambda device: 1000)
+    monkeypatch.setattr(multvae, "free_memory", lambda device: 1000)
     with pytest.raises(DeepMovieError, match=r"multvae: training on 11 items .* GB; this machine has 0.0 GB"):
         model.prepare(random_rows(), seed=0)
 

@@ -15,7 +15,6 @@ diagonal entry), which is Steck's ``-P / diag(P)`` when ``Y = X`` is binary.
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Literal
 
@@ -26,6 +25,7 @@ from pydantic import Field
 
 from deepmovie.data.interactions import Interactions
 from deepmovie.errors import DeepMovieError
+from deepmovie.machine import free_memory
 from deepmovie.models.base import DataInfo
 from deepmovie.models.ranking.base import RankingModel, RankingParams
 from deepmovie.models.registry import MODELS
@@ -53,21 +53,6 @@ class EASEParams(RankingParams):
         None, description="regress onto the liked items only (rating >= this); None: onto the input (Steck)"
     )
     tol: float = Field(0.0, ge=0, le=0, description="closed form: one epoch fits, no tolerance stop")
-
-
-def available_bytes(device: torch.device) -> int:
-    """Free memory where the solve runs: the GPU's free memory, or the host's available memory (Linux's
-    MemAvailable, which counts reclaimable page cache; the free physical pages elsewhere)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def cross(left: sp.csr_matrix, right: sp.csr_matrix, device: torch.device) -> torch.Tensor:
@@ -172,8 +157,8 @@ class EASE(RankingModel):
         # Peak: two float64 m x m matrices (the Gram and its factor, then the inverse and a trailing
         # copy of the factor), or the float32 n x n B beside the last; plus a few blocks.
         need = (16 if self.steck else 24) * m * m + 4 * n * n + 32 * min(BLOCK, m * m)
-        have = available_bytes(self.device)
-        if need > have:
+        have = free_memory(self.device)
+        if have is not None and need > have:
             where = "this GPU has" if self.device.type == "cuda" else "this machine has"
             active = f" ({m:,} with interactions)" if m < n else ""
             raise DeepMovieError(

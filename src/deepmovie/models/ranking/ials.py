@@ -24,7 +24,6 @@ so every trained user vector is exactly the fold-in of their history against the
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import numpy as np
@@ -35,6 +34,7 @@ from pydantic import Field
 from deepmovie.data.interactions import Interactions
 from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
+from deepmovie.machine import free_memory
 from deepmovie.models.base import DataInfo
 from deepmovie.models.factorization.als import PAD_RATIO, PaddedRows
 from deepmovie.models.factors import to_numpy
@@ -116,7 +116,7 @@ class IALS(RankingModel):
         factors = 3 * 4 * (k + 1) * (self.info.n_users + self.info.n_items)  # vectors, padded copies
         batch = 4 * 4 * budget * (k + 1)  # gathered rows, systems, their Cholesky factors
         need = padded + factors + batch
-        free = _free_memory(self.device)
+        free = free_memory(self.device)
         if free is not None and need > free:
             raise DeepMovieError(
                 f"ials: {nnz:,} interactions with {k} factors need {need / 1e9:.1f} GB; "
@@ -245,20 +245,3 @@ class _Side:
             step = max(1, budget // max(cols.shape[1], factors))
             for start in range(0, len(chunk.rows), step):
                 self.batches.append((chunk.rows[start : start + step], cols[start : start + step]))
-
-
-def _free_memory(device: torch.device) -> int | None:
-    """Bytes the device can still allocate (None where unknown)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None

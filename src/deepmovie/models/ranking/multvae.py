@@ -16,7 +16,6 @@ new user is folded in by the same pass over their row (the paper's strong genera
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import ClassVar
 
 import numpy as np
@@ -26,6 +25,7 @@ from pydantic import Field
 from deepmovie.data.interactions import Interactions
 from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
+from deepmovie.machine import free_memory
 from deepmovie.models.autoencoders.rows import SparseRows
 from deepmovie.models.base import DataInfo
 from deepmovie.models.factors import to_numpy
@@ -287,26 +287,9 @@ class MultDAE(MultAutoencoder):
     variational = False
 
 
-def _available_bytes(device: torch.device) -> int | None:
-    """Free memory on ``device`` (None where it cannot be told)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _check_memory(need: int, device: torch.device, what: str) -> None:
     """Refuse, before allocating, what does not fit: one line naming both figures."""
-    available = _available_bytes(device)
+    available = free_memory(device)
     if available is not None and need > available:
         where = "this machine" if device.type == "cpu" else f"{device}"
         raise DeepMovieError(f"{what} need {need / 1e9:.1f} GB; {where} has {available / 1e9:.1f} GB free")
