@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,6 @@ class Recommender:
         self._item_counts = item_counts
         self._shrink = item_counts / (item_counts + SHRINK)
         self._movies = [self._movie_fields(i) for i in range(artifacts.n_items)]
-        self._unit_items = self._item_vectors()
         # Whose predicted stars a list shows: a rating model's own, or a paired rater's.
         self.rater = self if model.task == "rating" else None
         if rater is not None:
@@ -414,7 +414,7 @@ class Recommender:
             own = self.model.item_neighbours(items)
         if own is not None:
             return np.asarray(own, dtype=np.float64)[:, wanted], f"{self.model_name} item-item weights"
-        unit, method = self._unit_items
+        unit, method = self._item_vectors
         if sp.issparse(unit):
             rows = (unit[items] @ unit[wanted].T).toarray()
         else:  # through torch: NumPy's threaded BLAS crawled on a loaded machine (see factors.matvec)
@@ -546,8 +546,10 @@ class Recommender:
             keep[_lookup(self.artifacts.item_ids, item, "item")] = False
         return keep
 
+    @cached_property
     def _item_vectors(self) -> tuple[np.ndarray | sp.csr_matrix, str]:
-        """Unit-length item representations for :meth:`similar`: factors, else centred rating columns."""
+        """Unit-length item representations (factors, else centred rating columns) for models without
+        item-item weights of their own: built on first need, so a model that has them never pays for it."""
         if self.factors is not None and self.factors.item_factors.shape[1] > 0:
             q = self.factors.item_factors
             return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12), "item factors (cosine)"
