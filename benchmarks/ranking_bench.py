@@ -48,12 +48,18 @@ CANDIDATES = {
     "ease-graded": ("ease", grid(reg=[1000.0, 3000.0, 10000.0], input=["rating"], target_rating=[None, 4.0])),
     "ials": ("ials", grid(alpha0=[0.1, 0.3], reg=[0.01, 0.03])),
     "multvae": ("multvae", [{}]),
+    "multdae": ("multdae", [{}]),
     "bpr": ("bpr", [{}]),
+    "two-tower": ("two-tower", [{}]),
+    "cdae": ("cdae", [{}]),
 }
 
 
 def choose(label: str, model: str, candidates: list[dict], rows: dict, log) -> tuple[dict, list[str]]:
-    """The candidate with the best validation NDCG@10, and a line per candidate."""
+    """The candidate with the best validation NDCG@10, and a line per candidate (a lone candidate, the
+    model's defaults, is taken without a fit)."""
+    if len(candidates) == 1:
+        return candidates[0], [f"| {label} | `{candidates[0]}` (its defaults; the only candidate) | - |"]
     best, best_figure, lines = candidates[0], -1.0, []
     for params in candidates:
         config = build_config({"model": model, **rows, "device": "cpu", "params": params})

@@ -1,5 +1,6 @@
-"""iALS: exact row solves, the loss it reports, a planted structure it recovers, fold-in that reproduces
-a trained user, and two torchrun ranks that train what one process trains."""
+"""iALS: exact and conjugate-gradient row solves, the loss they report, a planted structure it
+recovers, fold-in that reproduces a trained user, and two torchrun ranks that train what one process
+trains."""
 
 from __future__ import annotations
 
@@ -90,10 +91,10 @@ def _reference_users(model: IALS, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(
     "params",
     [
-        {"factors": 6},
-        {"factors": 6, "alpha": 4.0, "nu": 0.5},
-        {"factors": 3, "alpha0": 1.0, "reg": 0.1, "nu": 0.0, "solve_budget": 256},
-        {"factors": 16, "alpha": 1.0},
+        {"factors": 6, "solver": "exact"},
+        {"factors": 6, "alpha": 4.0, "nu": 0.5, "solver": "exact"},
+        {"factors": 3, "alpha0": 1.0, "reg": 0.1, "nu": 0.0, "solve_budget": 256, "solver": "exact"},
+        {"factors": 16, "alpha": 1.0, "solver": "exact"},
     ],
     ids=["defaults", "confidence", "primal-tiny-batches", "dual"],
 )  # rows of ~8 interactions: k = 3 solves nearly all in the k x k form, k = 16 in the L x L one
@@ -107,11 +108,33 @@ def test_each_sweep_solves_every_user_exactly_and_reports_the_loss(params):
     assert all(b <= a * (1 + 1e-6) for a, b in itertools.pairwise(losses)), losses
 
 
-def test_rows_without_interactions_get_zero_vectors():
+@pytest.mark.parametrize("params", [{"factors": 6}, {"factors": 6, "alpha": 4.0, "nu": 0.5, "cg_steps": 2}])
+def test_conjugate_gradient_sweeps_report_their_exact_loss_and_never_raise_it(params):
+    """CG's few steps from the last value leave each row inexact, yet the reported loss is the true one
+    (``x . b + x . r``) and, each step lowering every row's quadratic, it never rises."""
+    train = _random_data()
+    model, losses = _trained(train, epochs=5, **params)
+    x = _dense(model, train)
+    assert losses[-1] == pytest.approx(_reference_loss(model, x), rel=1e-5)
+    assert all(b <= a * (1 + 1e-6) for a, b in itertools.pairwise(losses)), losses
+    assert np.abs(model.user_factors.numpy() - _reference_users(model, x)).max() > 1e-6  # inexact rows
+
+
+def test_conjugate_gradient_with_enough_steps_is_the_exact_solve():
+    train = _random_data()
+    exact, exact_losses = _trained(train, epochs=3, factors=6, solver="exact")
+    cg, cg_losses = _trained(train, epochs=3, factors=6, cg_steps=40)
+    torch.testing.assert_close(cg.user_factors, exact.user_factors, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cg.item_factors, exact.item_factors, atol=1e-5, rtol=0)
+    assert cg_losses == pytest.approx(exact_losses, rel=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["cg", "exact"])
+def test_rows_without_interactions_get_zero_vectors(solver):
     train = _random_data(n_users=12, n_items=10, density=0.5, seed=1)
     train.ratings[train.users == 3] = 1.0  # user 3: no rating reaches positive_rating
     train.ratings[train.items == 4] = 2.0
-    model, _ = _trained(train, epochs=2, factors=4, positive_rating=3.0)
+    model, _ = _trained(train, epochs=2, factors=4, positive_rating=3.0, solver=solver)
     assert model.user_factors[3].abs().sum() == 0 and model.item_factors[4].abs().sum() == 0
     assert model.user_factors[0].abs().sum() > 0
 
@@ -154,7 +177,8 @@ def test_recovers_two_planted_groups_and_beats_popularity():
 
 def test_fold_in_of_a_training_users_history_is_their_trained_scores():
     train = _random_data(n_users=20, n_items=18, density=0.4, seed=2)
-    model, _ = _trained(train, epochs=3, factors=5, positive_rating=3.0)  # fold-in drops ratings < 3 too
+    # fold-in drops ratings < 3 too; it solves exactly, as the exact solver's sweeps do
+    model, _ = _trained(train, epochs=3, factors=5, positive_rating=3.0, solver="exact")
     by_user = train.csr()
     trained = model.user_factors.clone()
     model.sweep_users()  # the sweep ended with the users: another user half-sweep changes nothing
@@ -181,7 +205,7 @@ def test_predict_equals_score_items_over_the_same_pairs():
 @pytest.mark.parametrize(
     "bad",
     [{"factors": 0}, {"alpha0": 0.0}, {"alpha": -1.0}, {"reg": 0.0}, {"nu": -0.5}, {"init_std": 0.0},
-     {"solve_budget": 10}, {"epochs": 0}, {"rank": 8}],
+     {"solve_budget": 10}, {"epochs": 0}, {"rank": 8}, {"solver": "lu"}, {"cg_steps": 0}],
 )  # fmt: skip
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValidationError):
@@ -217,27 +241,28 @@ def test_fit_on_a_ratings_file_reports_finite_ranking_figures(tmp_path):
 DISTRIBUTED_PARAMS = {"epochs": 3, "factors": 8, "solve_budget": 256}
 
 
-def _config(data: Path) -> dict:
+def _config(data: Path, solver: str) -> dict:
     return {
         "model": "ials",
         "data": str(data),
         "split": "random:0.2",
         "seed": 5,
-        "params": DISTRIBUTED_PARAMS,
+        "params": {**DISTRIBUTED_PARAMS, "solver": solver},
     }
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_two_torchrun_ranks_train_what_one_process_trains(tmp_path):
+@pytest.mark.parametrize("solver", ["cg", "exact"])
+def test_two_torchrun_ranks_train_what_one_process_trains(tmp_path, solver):
     data = write_ratings(tmp_path / "ratings.csv", n_users=90, n_items=70, density=0.3, seed=3)
-    run(build_config(_config(data)), tmp_path / "one", quiet=True)
+    run(build_config(_config(data, solver)), tmp_path / "one", quiet=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     command += ["--master-addr", "127.0.0.1", "--master-port", str(port), str(Path(__file__).resolve())]
-    command += [str(data), str(tmp_path)]
+    command += [str(data), str(tmp_path), solver]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -256,4 +281,4 @@ if __name__ == "__main__":  # a torchrun rank of the test above
 
     distributed.start("cpu")
     out = Path(sys.argv[2]) / f"two-rank{distributed.rank()}"
-    run(build_config(_config(Path(sys.argv[1]))), out, quiet=True)
+    run(build_config(_config(Path(sys.argv[1]), sys.argv[3])), out, quiet=True)

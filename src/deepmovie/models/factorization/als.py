@@ -52,13 +52,7 @@ class PaddedRows:
         """``values`` are the targets in ``matrix.data`` order; ``budget`` bounds B x L per chunk;
         ``part`` = (rank, world size) keeps this rank's share of the rows."""
         counts = np.diff(matrix.indptr)
-        order = np.argsort(-counts, kind="stable")
-        order = order[counts[order] > 0]
-        rank, world = part
-        owners = None
-        if world > 1:
-            owners = [torch.as_tensor(order[r::world], device=device) for r in range(world)]
-        order = order[rank::world]
+        order, owners = deal_rows(counts, part, device)
         indptr = torch.as_tensor(matrix.indptr, dtype=torch.long)
         indices = torch.as_tensor(matrix.indices, dtype=torch.long)
         targets = torch.as_tensor(values, dtype=torch.float32)
@@ -85,6 +79,20 @@ class PaddedRows:
             )
             start += size
         return cls(chunks, counts_t.to(device), matrix.shape[0], owners)
+
+
+def deal_rows(
+    counts: np.ndarray, part: tuple[int, int], device: torch.device
+) -> tuple[np.ndarray, list[torch.Tensor] | None]:
+    """(this rank's non-empty rows, longest first; every rank's rows, or None unsharded): rows are dealt
+    in turn along the count order, so every rank gets a similar share of long and short rows."""
+    order = np.argsort(-counts, kind="stable")
+    order = order[counts[order] > 0]
+    rank, world = part
+    owners = None
+    if world > 1:
+        owners = [torch.as_tensor(order[r::world], device=device) for r in range(world)]
+    return order[rank::world], owners
 
 
 def solve_rows(
