@@ -119,7 +119,8 @@ def main() -> None:
         f"- command: `{shlex.join(['python', 'benchmarks/serve_quality.py', *sys.argv[1:]])}`",
         f"- date: {datetime.date.today().isoformat()}; machine: {machine.describe()}; "
         f"{time.perf_counter() - began:.0f} s in all",
-        f"- data: {os.path.relpath(args.data, ROOT)} `{args.split}` seed {args.seed} (the ranking benchmark's split; test-row hash "
+        f"- data: {os.path.relpath(args.data, ROOT)} `{args.split}` seed {args.seed} (the ranking "
+        f"benchmark's split; test-row hash "
         f"{ranker_summary['split_hash']}); relevant: held-out ratings >= 4; {len(users):,} users have one",
         f"- ranker: `{args.ranker.relative_to(ROOT) if args.ranker.is_relative_to(ROOT) else args.ranker}`; "
         f"rater: `{args.rater.relative_to(ROOT) if args.rater.is_relative_to(ROOT) else args.rater}` "
