@@ -20,7 +20,7 @@ import pyarrow as pa
 from deepmovie.data import catalog
 from deepmovie.data.interactions import IdMap, Interactions, RatingScale
 from deepmovie.data.movielens import Layout, detect_layout, load_side_info
-from deepmovie.data.readers import RawRatings, _is_number, read_ratings
+from deepmovie.data.readers import RawRatings, _is_number, id_values, read_ratings, to_int64
 from deepmovie.data.side import ItemInfo, UserInfo
 from deepmovie.errors import DeepMovieError, where
 
@@ -438,8 +438,8 @@ def _require_columns(present: list[str], columns: dict[str, str], name: str) -> 
             )
 
 
-def _at(name: str, column: str, row: int) -> str:
-    return f"{name}: column {column!r}, row {row}"
+def _at(name: str, column: str, row: int | None) -> str:
+    return f"{name}: column {column!r}" + (f", row {row}" if row is not None else "")
 
 
 def _scale_of(scale: tuple[float, float] | RatingScale | None, name: str) -> RatingScale | None:
@@ -469,24 +469,7 @@ def _table_column(table: pa.Table, column: str, role: str, name: str) -> np.ndar
         data = data.cast(data.type.value_type)
     kind = data.type
     if role in ("user", "item"):
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            return data.to_numpy(zero_copy_only=False).astype(str)
-        if pa.types.is_integer(kind):
-            return _as_int64(data.to_numpy(), column, f"{role} id", name)
-        if pa.types.is_floating(kind):
-            values = data.to_numpy()
-            # Above 2**53 a float has already lost the id: refuse rather than guess which one was meant.
-            bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) >= 2.0**53)
-            if bad.any():
-                row = _first(bad)
-                raise DeepMovieError(
-                    f"{_at(name, column, row)}: {role} id {values[row]!r} is not a whole number below 2**53, "
-                    "so a float column cannot hold it exactly; pass ids as integers or strings"
-                )
-            return values.astype(np.int64)
-        raise DeepMovieError(
-            f"{name}: column {column!r} holds {kind} values; {role} ids must be integers or strings"
-        )
+        return id_values(data, role, lambda row: _at(name, column, row))
     if role == "rating":
         if pa.types.is_decimal(kind):
             data = data.cast(pa.float64())
@@ -510,7 +493,7 @@ def _table_column(table: pa.Table, column: str, role: str, name: str) -> np.ndar
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
         return data.to_numpy().astype("datetime64[s]").astype(np.int64)
     if pa.types.is_integer(kind):
-        return _as_int64(data.to_numpy(), column, "timestamp", name)
+        return to_int64(data.to_numpy(), "timestamp", lambda row: _at(name, column, row))
     if pa.types.is_floating(kind):
         values = data.to_numpy()
         bad = ~np.isfinite(values) | (np.abs(values) >= 2.0**63)
@@ -521,16 +504,6 @@ def _table_column(table: pa.Table, column: str, role: str, name: str) -> np.ndar
     raise DeepMovieError(
         f"{name}: column {column!r} holds {kind} values; timestamps must be numbers or datetimes"
     )
-
-
-def _as_int64(values: np.ndarray, column: str, what: str, name: str) -> np.ndarray:
-    """Integers as int64; a uint64 above 2**63-1 is refused rather than wrapped to a negative number."""
-    if values.dtype == np.uint64:
-        bad = values > np.iinfo(np.int64).max
-        if bad.any():
-            row = _first(bad)
-            raise DeepMovieError(f"{_at(name, column, row)}: {what} {values[row]} does not fit int64")
-    return values.astype(np.int64, copy=False)
 
 
 def _unconvertible(df: Any, columns: dict[str, str], name: str, error: Exception) -> str:

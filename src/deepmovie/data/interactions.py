@@ -62,33 +62,46 @@ class IdMap:
         return cls(raw), codes.astype(np.int32)
 
     def index_of(self, raw_values: np.ndarray) -> np.ndarray:
-        """Indices of raw ids; -1 where an id is unknown."""
+        """Indices of raw ids; -1 where an id is unknown. Ids are compared exactly: an integer map is
+        asked for the integer each value spells (text included, never through float); a text map for
+        each value's text."""
         raw_values = np.asarray(raw_values)
-        if self.raw.dtype.kind in "iu" and raw_values.dtype.kind not in "iu":
-            try:
-                raw_values = raw_values.astype(np.int64)
-            except ValueError:  # some values are not integers: only those are unknown
-                numeric = np.array([_is_integer(v) for v in raw_values], dtype=bool)
-                found = np.full(len(raw_values), -1, dtype=np.int64)
-                found[numeric] = self.index_of(raw_values[numeric].astype(np.int64))
-                return found
-        if self.raw.dtype.kind not in "iu":
-            raw_values = raw_values.astype(str)  # not the map's dtype: '<U2' would cut 'm10' to 'm1'
+        if self.raw.dtype.kind in "iu":
+            raw_values, valid = _int64_ids(raw_values)
+        else:
+            raw_values, valid = raw_values.astype(str), True  # '<U2' would cut 'm10' to 'm1'
         pos = np.searchsorted(self.raw, raw_values)
         pos = np.clip(pos, 0, max(len(self.raw) - 1, 0))
-        found = len(self.raw) > 0 and (self.raw[pos] == raw_values)
+        found = len(self.raw) > 0 and valid & (self.raw[pos] == raw_values)
         return np.where(found, pos, -1).astype(np.int64)
 
     def to_raw(self, indices: np.ndarray) -> np.ndarray:
         return self.raw[indices]
 
 
-def _is_integer(text: object) -> bool:
+def _int64_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as int64, and where they are integers that int64 holds (the others are unknown ids):
+    a uint64 past 2**63 - 1 is not wrapped, a float or '7.5' not truncated, '9007199254740993' exact."""
+    if values.dtype.kind == "i":
+        return values.astype(np.int64, copy=False), np.ones(values.shape, dtype=bool)
+    if values.dtype.kind == "u":
+        valid = values <= np.iinfo(np.int64).max
+        return np.where(valid, values, 0).astype(np.int64), valid
+    text = values.astype(str)
     try:
-        int(str(text))
+        return text.astype(np.int64), np.ones(values.shape, dtype=bool)  # NumPy parses text exactly
+    except (ValueError, OverflowError):  # some values are not int64 integers: only those are unknown
+        parsed = [_int64(v) for v in text.tolist()]
+        valid = np.array([v is not None for v in parsed], dtype=bool)
+        return np.array([v or 0 for v in parsed], dtype=np.int64), valid
+
+
+def _int64(text: str) -> int | None:
+    try:
+        value = int(text)
     except ValueError:
-        return False
-    return True
+        return None
+    return value if -(2**63) <= value < 2**63 else None
 
 
 @dataclass

@@ -1,17 +1,22 @@
 """Read a ratings file (CSV, TSV, ``::``, Parquet) into raw columns, with errors that name the line.
 
 Parsing is PyArrow's multi-threaded CSV reader; Python only looks at the first line (to detect the
-delimiter and header) and, when PyArrow rejects the file, rescans it to name the offending line.
+delimiter and header) and, when PyArrow rejects the file, rescans it to name the offending line. Raw ids
+are kept exactly as written: integers as int64, anything else as text, never through float.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
@@ -29,6 +34,9 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 CHUNK = 1 << 26  # bytes handed to PyArrow at a time (and per progress step)
 BLOCK = 1 << 22  # PyArrow's block: its unit of parallel parsing within a chunk
 PROGRESS_MIN_BYTES = 64 << 20  # files smaller than this load too fast to need a bar
+# An integer as a CSV file may write it in a column of numbers ("7", "+7", "-7.0"); group 1 is what
+# Arrow's int64 cast reads. One pattern for Arrow (RE2) and Python.
+WHOLE_NUMBER = r"^[ \t]*\+?(-?[0-9]+)(?:\.0*)?[ \t]*$"
 
 
 @dataclass
@@ -148,7 +156,7 @@ def read_ratings(
     skipped = blank_lines + int(header)  # lines before the first row: PyArrow's skip_rows counts blank ones
     read = {"column_names": names, "skip_rows": skipped, "encoding": encoding, "block_size": BLOCK}
     parse = pacsv.ParseOptions(delimiter=arrow_sep, quote_char='"' if sep == "," else False)
-    table = None
+    chunks = None
     for timestamp_type in (pa.int64(), pa.float64()):  # integer seconds, else fractional ones
         if "timestamp" in wanted:
             types[wanted["timestamp"]] = timestamp_type
@@ -156,24 +164,26 @@ def read_ratings(
             include_columns=list(wanted.values()), column_types=types, strings_can_be_null=False
         )
         try:
-            table = _read_csv_chunks(path, dict(read), parse, convert)
+            chunks = _read_csv_chunks(path, dict(read), parse, convert)
             break
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             error = exc
-    if table is not None and any(pa.types.is_binary(t) for t in table.schema.types):
-        table, error = None, f"not valid {encoding} text"  # PyArrow reads such a column as bytes
-    if table is None:
+    if chunks is not None and any(pa.types.is_binary(t) for chunk in chunks for t in chunk.schema.types):
+        chunks, error = None, f"not valid {encoding} text"  # PyArrow reads such a column as bytes
+    if chunks is None:
         raise DeepMovieError(
             _diagnose(path, sep, len(fields), positions, skipped, encoding) or f"{path}: {error}"
         ) from None
+    ids = {role: wanted[role] for role in ("user", "item")}
+    table = _join_exactly(path, chunks, ids, read, parse, skipped)
     return _columns_to_raw(table, wanted, path, skipped)
 
 
 def _read_csv_chunks(
     path: Path, read: dict, parse: pacsv.ParseOptions, convert: pacsv.ConvertOptions
-) -> pa.Table:
+) -> list[pa.Table]:
     """Parse the file in line-aligned chunks with PyArrow's multi-threaded reader: full speed, and a
-    progress bar that advances by the real bytes parsed."""
+    progress bar that advances by the real bytes parsed. Each chunk's column types are its own."""
     size = path.stat().st_size
     bar = tqdm(
         total=size,
@@ -195,18 +205,60 @@ def _read_csv_chunks(
                 )
             )
             bar.update(len(data))
-    return pa.concat_tables(_same_types(tables))
+    return tables
 
 
-def _same_types(tables: list[pa.Table]) -> list[pa.Table]:
-    """Ids read as numbers in one chunk and as text in another become text in all chunks, as they
-    would be in a file read in one piece."""
-    first = tables[0].schema
-    mixed = {f.name for t in tables[1:] for f in t.schema if f.type != first.field(f.name).type}
-    if not mixed:
-        return tables
-    schema = pa.schema([pa.field(f.name, pa.string()) if f.name in mixed else f for f in first])
-    return [t.cast(schema) for t in tables]
+def _join_exactly(
+    path: Path,
+    chunks: list[pa.Table],
+    ids: dict[str, str],
+    read: dict,
+    parse: pacsv.ParseOptions,
+    skipped: int,
+) -> pa.Table:
+    """The chunks as one table whose id columns hold the ids exactly as the file writes them.
+
+    Arrow reads a column of integers as int64 and a column with any other text as strings: both exact.
+    But it reads a column of numbers as float64 when one is past int64 or written ``7.0`` (and float64
+    merges 2**53 and 2**53 + 1), and the chunks of a big file may each infer their own type. Such a
+    column is read again as text (only then: it costs a second parse): kept as text where any chunk
+    holds text, as a file read in one piece would be, else parsed as integers (:func:`_whole_numbers`).
+    """
+    kinds = {role: {chunk.schema.field(name).type for chunk in chunks} for role, name in ids.items()}
+    again = [role for role in ids if kinds[role] not in ({pa.int64()}, {pa.string()})]
+    table = pa.concat_tables([chunk.drop_columns([ids[role] for role in again]) for chunk in chunks])
+    for role in again:
+        name, numeric = ids[role], all(_is_numeric(kind) for kind in kinds[role])
+        # Empty and NA fields: null in a column of numbers (a missing id), text in a column of text.
+        convert = pacsv.ConvertOptions(
+            include_columns=[name], column_types={name: pa.string()}, strings_can_be_null=numeric
+        )
+        text = pa.concat_tables(_read_csv_chunks(path, dict(read), parse, convert)).column(name)
+        if numeric:
+            text = _whole_numbers(text, role, lambda row: where(path, _line(path, row, skipped)))
+        table = table.append_column(name, text)
+    return table
+
+
+def _is_numeric(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)
+
+
+def _whole_numbers(text: pa.ChunkedArray, role: str, at: Callable[[int], str]) -> pa.ChunkedArray:
+    """A column of numbers, parsed from its text as int64 ids (nulls stay null): each must be an
+    integer that int64 holds, written in digits; the first that is not is refused, placed by ``at``."""
+    try:
+        return pc.cast(pc.replace_substring_regex(text, WHOLE_NUMBER, r"\1"), pa.int64())
+    except pa.ArrowInvalid:  # error path only: find the first culprit
+        values = itertools.chain.from_iterable(chunk.to_pylist() for chunk in text.chunks)
+        row, value = next((r, v) for r, v in enumerate(values) if v is not None and not _is_int64(v))
+    problem = "does not fit int64" if re.match(WHOLE_NUMBER, value) else "is not written as a whole number"
+    raise DeepMovieError(f"{at(row)}: {role} id {value.strip()} {problem}; ids are 64-bit integers or text")
+
+
+def _is_int64(text: str) -> bool:
+    match = re.match(WHOLE_NUMBER, text)
+    return match is not None and -(2**63) <= int(match[1]) < 2**63
 
 
 def _read_parquet(path: Path, columns: dict[str, str] | None) -> RawRatings:
@@ -232,14 +284,8 @@ def _columns_to_raw(table: pa.Table, wanted: dict[str, str], path: Path, header_
             raise DeepMovieError(f"{where(path, _line(path, row, header_lines))}: missing {role} value")
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
-        if pa.types.is_floating(col.type) and role in ("user", "item"):
-            values = col.to_numpy()
-            bad = ~np.isfinite(values) | (values != np.round(values))
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                at = where(path, _line(path, row, header_lines))
-                raise DeepMovieError(f"{at}: {role} id {values[row]:g} is not a whole number")
-            return values.astype(np.int64)
+        if role in ("user", "item"):
+            return id_values(col, role, lambda row: where(path, _line(path, row, header_lines)))
         return col.to_numpy()
 
     ratings = column("rating")
@@ -260,16 +306,44 @@ def _columns_to_raw(table: pa.Table, wanted: dict[str, str], path: Path, header_
             raise DeepMovieError(f"{where(path, _line(path, row, header_lines))}: timestamp is {ts[row]}")
         timestamps = ts.astype(np.int64, copy=False) if ts.dtype.kind in "fiu" else None
     users, items = column("user"), column("item")
-    if users.dtype.kind == "O":
-        users = users.astype(str)
-    if items.dtype.kind == "O":
-        items = items.astype(str)
     return RawRatings(users, items, ratings.astype(np.float32, copy=False), timestamps, path, header_lines)
 
 
-def _line(path: Path, row: int, header_lines: int) -> int | None:
+def id_values(data: pa.ChunkedArray, role: str, at: Callable[[int | None], str]) -> np.ndarray:
+    """A column of ids (no nulls) as NumPy, exactly: integers as int64, text as str, and floats only
+    while they are whole numbers below 2**53 (past that a float has already lost the id: refuse rather
+    than guess which one was meant). ``at`` places a row, or with None the column."""
+    kind = data.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return data.to_numpy(zero_copy_only=False).astype(str)
+    if pa.types.is_integer(kind):
+        return to_int64(data.to_numpy(), f"{role} id", at)
+    if pa.types.is_floating(kind):
+        values = data.to_numpy()
+        bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) >= 2.0**53)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DeepMovieError(
+                f"{at(row)}: {role} id {float(values[row])!r} is not a whole number below 2**53, so a float "
+                "column cannot hold it exactly; pass ids as integers or strings"
+            )
+        return values.astype(np.int64)
+    raise DeepMovieError(f"{at(None)}: {role} ids are {kind} values; they must be integers or strings")
+
+
+def to_int64(values: np.ndarray, what: str, at: Callable[[int | None], str]) -> np.ndarray:
+    """Integers as int64; a uint64 past 2**63 - 1 is refused rather than wrapped to a negative number."""
+    if values.dtype == np.uint64:
+        bad = values > np.iinfo(np.int64).max
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DeepMovieError(f"{at(row)}: {what} {values[row]} does not fit int64")
+    return values.astype(np.int64, copy=False)
+
+
+def _line(path: Path, row: int | None, header_lines: int) -> int | None:
     """The line of data row ``row`` (error path only: a scan, since PyArrow skips empty lines)."""
-    if header_lines < 0:
+    if header_lines < 0 or row is None:
         return None
     with open(path, "rb") as handle:
         for number, data in enumerate(handle, start=1):
