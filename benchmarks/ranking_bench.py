@@ -105,6 +105,7 @@ def main() -> None:
         test_file=rows.get("test_file"),
         peers=["implicit"],
         device="cpu",
+        overwrite=True,  # the folder is this script's: it already holds presets/ and selection.md
         rank_k=10,
         command=shlex.join(["python", "benchmarks/ranking_bench.py", *sys.argv[1:]]),
         notes=["settings per label chosen on validation rows: selection.md; presets/ holds them"],

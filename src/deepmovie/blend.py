@@ -24,16 +24,18 @@ import numpy as np
 import torch
 
 from deepmovie import machine
-from deepmovie.config import RunConfig, build_config, load_config_file
+from deepmovie.config import RunConfig
 from deepmovie.data.dataset import Dataset
 from deepmovie.data.interactions import Interactions
 from deepmovie.errors import DeepMovieError
 from deepmovie.evaluation import ColdFallback, predict_ratings
 from deepmovie.experiment import build_model, prepare
+from deepmovie.files import write_text
 from deepmovie.metrics import mae, rmse
 from deepmovie.models import Model
+from deepmovie.recommender.artifacts import read_config
 from deepmovie.recommender.recommender import read_weights
-from deepmovie.rundir import CONFIG, SUMMARY, WEIGHTS
+from deepmovie.rundir import SUMMARY, WEIGHTS, claim, read_summary
 from deepmovie.splits import Split
 
 REPORT = "blend.md"
@@ -51,15 +53,14 @@ class Run:
 
     @classmethod
     def load(cls, path: Path) -> Run:
-        summary_path = path / SUMMARY
-        if not summary_path.is_file():
+        summary = read_summary(path)
+        if summary is None:
             raise DeepMovieError(f"{path}: no {SUMMARY}; not a finished run directory")
-        summary = json.loads(summary_path.read_text())
         if "folds" in summary:
             raise DeepMovieError(f"{path}: a run of {len(summary['folds'])} folds; blend runs of one split")
         if summary.get("task", "rating") != "rating":
             raise DeepMovieError(f"{path}: a {summary['task']!r} model; a blend combines rating predictions")
-        return cls(path, build_config(load_config_file(path / CONFIG)), summary)
+        return cls(path, read_config(path), summary)
 
 
 def blend(
@@ -69,11 +70,13 @@ def blend(
     twins: list[Path] | None = None,
     ridge: float = 1e-4,
     command: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fit blend weights on the validation rows of ``members``' shared split and score the test rows.
 
     ``twins`` (optional, one per member, in order) are refit runs of the members' configs whose test
     predictions are used instead. ``ridge`` is the L2 penalty on the weights per validation row.
+    ``out`` is new, empty or an earlier blend's (rewritten); ``overwrite`` takes any folder.
     """
     runs = [Run.load(Path(p)) for p in members]
     twin_runs = [Run.load(Path(p)) for p in twins] if twins else None
@@ -87,6 +90,8 @@ def blend(
             f"{runs[0].path}: its split no longer cuts the same rows (hash {split.test_hash} now, "
             f"{runs[0].summary['split_hash']} when trained): has {runs[0].config.data} changed?"
         )
+    if out is not None:
+        claim(out, (REPORT,), "a blend folder", overwrite=overwrite)
     columns = [
         run_predictions(run, dataset, split, split.valid, split.test)
         if twin_runs is None
@@ -127,10 +132,9 @@ def blend(
         "machine": machine.describe(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-        (out / REPORT).write_text(report(summary))
+    if out is not None:  # the report first: it marks the folder as a blend's
+        write_text(out / REPORT, report(summary))
+        write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary
 
 

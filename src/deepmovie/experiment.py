@@ -30,9 +30,9 @@ from deepmovie.evaluation import COLD_POLICY, ColdFallback, Evaluator, rank, str
 from deepmovie.files import write_text
 from deepmovie.models import MODELS, DataInfo, Model
 from deepmovie.recommender import Recommender
-from deepmovie.recommender.artifacts import Artifacts
+from deepmovie.recommender.artifacts import Artifacts, read_config
 from deepmovie.recommender.recommender import weights_file
-from deepmovie.rundir import CHECKPOINT, CONFIG, REFIT, SUMMARY, WEIGHTS
+from deepmovie.rundir import REFIT, SUMMARY, WEIGHTS, claim_run, differing
 from deepmovie.splits import Split, make_splits
 from deepmovie.training.checkpoint import save_atomic
 from deepmovie.training.trainer import FitResult, Trainer
@@ -136,11 +136,13 @@ def fit(
     device: str = "auto",
     config: dict[str, Any] | None = None,
     out: Path | str | None = None,
+    overwrite: bool = False,
     quiet: bool = True,
     **params: Any,
 ) -> Recommender:
     """Train ``model`` on ``data`` in memory and return it as a :class:`Recommender` whose ``summary``
-    holds the test figures; with ``out`` the run directory is written too.
+    holds the test figures; with ``out`` the run directory is written too (``overwrite``: in place of
+    what is there).
 
     ``data`` is a built-in name, a folder, a ratings file or a :class:`Dataset` (``Dataset.from_pandas``
     and friends); ``params`` are the model's own settings (``deepmovie models`` lists them) on top of
@@ -163,6 +165,7 @@ def fit(
         build_config(values),
         Path(out) if out is not None else None,
         dataset=data if isinstance(data, Dataset) else None,
+        overwrite=overwrite,
         quiet=quiet,
     )
     if len(trained.folds) != 1:
@@ -173,9 +176,16 @@ def fit(
     return trained.recommender()
 
 
-def run(config: RunConfig, out: Path | None, *, resume: bool = False, quiet: bool = False) -> dict:
+def run(
+    config: RunConfig,
+    out: Path | None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> dict:
     """Train and evaluate ``config`` on every fold of its split; write the run directory; the summary."""
-    return train(config, out, resume=resume, quiet=quiet).summary
+    return train(config, out, resume=resume, overwrite=overwrite, quiet=quiet).summary
 
 
 def train(
@@ -184,10 +194,12 @@ def train(
     *,
     dataset: Dataset | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     quiet: bool = False,
 ) -> Trained:
     """Train and evaluate ``config`` on every fold of its split (on ``dataset`` when given), keeping the
-    models; with ``out``, write the run directory."""
+    models; with ``out``, write the run directory (claimed as :func:`deepmovie.rundir.claim_run` says:
+    ``resume`` continues the run there, ``overwrite`` replaces it)."""
     if config.test_file and config.split != RunConfig.model_fields["split"].default:
         raise DeepMovieError("--split and --test-file are exclusive: the test file is the split")
     if dataset is not None and config.test_file:
@@ -198,8 +210,9 @@ def train(
     device = distributed.local_device(select_device(config.device))
     writes = out is not None and distributed.is_main()
     if writes:
-        _claim(out, resume)
-        write_text(out / CONFIG, dump_yaml(config.resolved()))
+        if resume:
+            _same_run(out, config)
+        claim_run(out, dump_yaml(config.resolved()), overwrite=overwrite, resume=resume)
     folds = []
     for split in splits:
         fold_dir = out if out is None or len(splits) == 1 else out / f"fold-{split.fold}"
@@ -216,17 +229,14 @@ def train(
     return Trained(config, dataset, folds, summary)
 
 
-def _claim(out: Path, resume: bool) -> None:
-    """Refuse to overwrite a finished or interrupted run unless asked to resume it."""
-    if resume:
-        if not (out / CONFIG).is_file():
-            raise DeepMovieError(f"{out}: no run to resume (no {CONFIG})")
-        return
-    if (out / SUMMARY).exists() or (out / CHECKPOINT).exists() or any(out.glob("fold-*")):
+def _same_run(out: Path, config: RunConfig) -> None:
+    """A resumed run continues with the config it started with, never from another config's checkpoint."""
+    differ = differing(read_config(out).resolved(), config.resolved())
+    if differ:
         raise DeepMovieError(
-            f"{out}: already holds a run; pass --resume {out} to continue it, or choose another --out"
+            f"{out}: holds a run of another config ({', '.join(differ)} differ); resume it with its own "
+            f"config: deepmovie train --resume {out}"
         )
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _run_fold(

@@ -16,13 +16,15 @@ from typing import Any
 
 from deepmovie.bench.entries import Setting, check_labels, parse_entries
 from deepmovie.bench.peers import Peer, get_peers, peer_versions
-from deepmovie.bench.report import Meta, write_all
+from deepmovie.bench.report import RESULTS, Meta, write_all
 from deepmovie.bench.results import Missing, Row, aggregate
-from deepmovie.bench.runner import Log, parse_seeds, plan, run_entries, run_peers
+from deepmovie.bench.runner import RUNS, Log, parse_seeds, plan, run_entries, run_peers
 from deepmovie.bench.suites import SUITES, get_suite
 from deepmovie.data.catalog import DEFAULT_DATASET
 from deepmovie.errors import DeepMovieError
+from deepmovie.files import write_text
 from deepmovie.models import MODELS
+from deepmovie.rundir import claim
 
 __all__ = ["SUITES", "parse_seeds", "run_bench"]
 
@@ -45,9 +47,13 @@ def run_bench(
     relevant_rating: float = 4.0,
     command: str = "",
     notes: list[str] | None = None,
+    overwrite: bool = False,
     log: Log = print,
 ) -> list[Row]:
-    """Run the bench and write ``out/results.{json,csv,md}`` and the plots; returns the table's rows."""
+    """Run the bench and write ``out/results.{json,csv,md}`` and the plots; returns the table's rows.
+
+    ``out`` is new, empty or an earlier bench's (whose runs are reused or resumed); ``overwrite`` takes
+    any folder, and trains again the runs there of another config or with a damaged file."""
     seed_list = parse_seeds(seeds)
     if split is not None and test_file is not None:
         raise DeepMovieError("--split and --test-file are exclusive: the test file is the split")
@@ -74,13 +80,14 @@ def run_bench(
         relevant_rating=relevant_rating,
     )
     planned = plan([e for e in entries if e.missing() is None], setting, seed_list)
-    out.mkdir(parents=True, exist_ok=True)
+    claim(out, (RUNS, RESULTS), "a bench folder", overwrite=overwrite)
+    (out / RUNS).mkdir(exist_ok=True)
     ignore = out / ".gitignore"  # runs/ holds weights and checkpoints; the results beside it are committed
     if not ignore.exists():
-        ignore.write_text("runs/\n")
+        write_text(ignore, "runs/\n")
     load_start, began = _load(), time.perf_counter()
-    runs = run_entries(planned, out, log)
-    runs += run_peers(peer_list, setting, seed_list, out, log)
+    runs = run_entries(planned, out, log, overwrite)
+    runs += run_peers(peer_list, setting, seed_list, out, log, overwrite)
     rows = aggregate(runs)
     from deepmovie.bench.plots import write_plots  # matplotlib: only once there is something to draw
 

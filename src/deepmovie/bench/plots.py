@@ -13,6 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from deepmovie.bench.results import Row
 from deepmovie.bench.runner import Run
+from deepmovie.files import write_figure
 from deepmovie.rundir import METRICS
 
 
@@ -69,7 +70,7 @@ def _curves(path: Path, runs: list[Run], monitor: str) -> bool:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        write_figure(path, fig, dpi=110)
     plt.close(fig)
     return bool(drawn)
 
@@ -90,5 +91,5 @@ def _bars(path: Path, rows: list[Row], values: list, errors: list | None, ylabel
     ax.set_title(f"{ylabel} (blue: DeepMovie, orange: peers)" if with_peers else ylabel)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_figure(path, fig, dpi=110)
     plt.close(fig)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deepmovie.bench.results import Missing, Row
+from deepmovie.files import write_text
 
+RESULTS = "results.json"  # what marks a folder as a bench's, with runs/
 CSV_FIELDS = (
     "label",
     "model",
@@ -51,20 +54,20 @@ class Meta:
 
 
 def write_all(out: Path, meta: Meta, rows: list[Row], missing: list[Missing], plots: list[str]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     document = {
         "meta": asdict(meta),
         "rows": [r.to_dict() for r in rows],
         "missing": [asdict(m) for m in missing],
         "plots": plots,
     }
-    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
-    with (out / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row.to_dict(), "seeds": " ".join(map(str, row.seeds))})
-    (out / "results.md").write_text(markdown(meta, rows, missing, plots))
+    write_text(out / RESULTS, json.dumps(document, indent=2) + "\n")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row.to_dict(), "seeds": " ".join(map(str, row.seeds))})
+    write_text(out / "results.csv", table.getvalue())
+    write_text(out / "results.md", markdown(meta, rows, missing, plots))
 
 
 def markdown(meta: Meta, rows: list[Row], missing: list[Missing], plots: list[str]) -> str:

@@ -2,6 +2,8 @@
 
 A run directory that already holds a ``summary.json`` of the same config is reused, not retrained, and
 an interrupted one is resumed from its checkpoint: a bench killed half-way continues where it stopped.
+A run of another config, or one with a damaged file, stops the bench with its name, unless
+``overwrite`` says to train it again.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import Any
 
 from deepmovie.bench.entries import Entry, Setting
 from deepmovie.bench.peers import Peer, run_peer
-from deepmovie.config import RunConfig, build_config, load_config_file
+from deepmovie.config import RunConfig
 from deepmovie.errors import DeepMovieError
 from deepmovie.experiment import prepare, run
-from deepmovie.rundir import CONFIG, SUMMARY
+from deepmovie.files import write_text
+from deepmovie.recommender.artifacts import read_config
+from deepmovie.rundir import CONFIG, SUMMARY, check_files, differing, read_summary
 
 RUNS = "runs"
 Log = Callable[[str], None]
@@ -55,68 +59,57 @@ def plan(entries: list[Entry], setting: Setting, seeds: list[int]) -> Planned:
     return [(entry, seed, setting.config(entry, seed)) for entry in entries for seed in seeds]
 
 
-def run_entries(configs: Planned, out: Path, log: Log) -> list[Run]:
+def run_entries(configs: Planned, out: Path, log: Log, overwrite: bool = False) -> list[Run]:
     """Train (or reuse) each planned run in ``out/runs/<label>-seed<k>/``."""
     runs = []
     for entry, seed, config in configs:
         run_dir = out / RUNS / f"{entry.label}-seed{seed}"
-        summary, reused = train_or_reuse(config, run_dir)
+        summary, reused = train_or_reuse(config, run_dir, overwrite)
         runs.append(Run(entry.label, entry.model, seed, "deepmovie", run_dir, flat(summary), reused))
         log(_line(runs[-1]))
     return runs
 
 
-def train_or_reuse(config: RunConfig, run_dir: Path) -> tuple[dict[str, Any], bool]:
-    """(summary, reused): a finished run of the same config is reused, an interrupted one resumed."""
-    wanted = _plain(config.resolved())
-    if (run_dir / SUMMARY).is_file():
-        summary = json.loads((run_dir / SUMMARY).read_text())
-        _same(run_dir, _plain(summary["config"]), wanted)
-        return summary, True
-    resume = (run_dir / CONFIG).is_file()
-    if resume:
-        _same(run_dir, _plain(build_config(load_config_file(run_dir / CONFIG)).resolved()), wanted)
-    return run(config, run_dir, resume=resume, quiet=True), False
+def train_or_reuse(config: RunConfig, run_dir: Path, overwrite: bool = False) -> tuple[dict[str, Any], bool]:
+    """(summary, reused): a finished run of the same config is reused, an interrupted one resumed. A run
+    of another config, or with a damaged file, is refused naming it, or trained again with ``overwrite``."""
+    if (run_dir / CONFIG).is_file():
+        try:
+            check_files(run_dir)
+            same = not differing(read_config(run_dir).resolved(), config.resolved())
+        except DeepMovieError:
+            if not overwrite:
+                raise
+            same = False
+        if same:
+            summary = read_summary(run_dir)
+            if summary is not None:
+                return summary, True
+            return run(config, run_dir, resume=True, quiet=True), False
+    return run(config, run_dir, overwrite=overwrite, quiet=True), False
 
 
-def _same(run_dir: Path, found: dict, wanted: dict) -> None:
-    if found != wanted:
-        differ = sorted(k for k in wanted.keys() | found.keys() if found.get(k) != wanted.get(k))
-        raise DeepMovieError(
-            f"{run_dir} holds a run of another config ({', '.join(differ)} differ); "
-            "remove it or choose another --out"
-        )
-
-
-def _plain(values: dict[str, Any]) -> dict[str, Any]:
-    """As JSON reads it back (tuples become lists), so stored and new configs compare equal."""
-    return json.loads(json.dumps(values))
-
-
-def run_peers(peers: list[Peer], setting: Setting, seeds: list[int], out: Path, log: Log) -> list[Run]:
+def run_peers(
+    peers: list[Peer], setting: Setting, seeds: list[int], out: Path, log: Log, overwrite: bool = False
+) -> list[Run]:
     """Fit each peer on each seed's split: the same rows the entries were trained and scored on."""
     runs = []
     for seed in seeds:
         splits = None
         for peer in peers:
             run_dir = out / RUNS / f"{peer.label}-seed{seed}"
-            wanted = _plain(
-                {
-                    "peer": peer.label,
-                    "algorithm": peer.algorithm,
-                    "settings": peer.settings,
-                    "data": setting.data,
-                    "split": setting.split,
-                    "test_file": setting.test_file,
-                    "seed": seed,
-                }
-            )
-            path = run_dir / SUMMARY
-            reused = path.is_file()
-            if reused:
-                summary = json.loads(path.read_text())
-                _same(run_dir, summary["config"], wanted)
-            else:
+            wanted = {
+                "peer": peer.label,
+                "algorithm": peer.algorithm,
+                "settings": peer.settings,
+                "data": setting.data,
+                "split": setting.split,
+                "test_file": setting.test_file,
+                "seed": seed,
+            }
+            summary = _finished_peer(run_dir, wanted, overwrite)
+            reused = summary is not None
+            if not reused:
                 if splits is None:
                     dataset, splits = prepare(setting.rows_config(seed))
                     scale = (dataset.scale.low, dataset.scale.high)
@@ -124,10 +117,28 @@ def run_peers(peers: list[Peer], setting: Setting, seeds: list[int], out: Path, 
                 figures = run_peer(peer, splits, scale, seed, rank)
                 summary = {"model": peer.label, **figures, "config": wanted}
                 run_dir.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(summary, indent=2) + "\n")
+                write_text(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
             runs.append(Run(peer.label, peer.algorithm, seed, peer.library, run_dir, summary, reused))
             log(_line(runs[-1]))
     return runs
+
+
+def _finished_peer(run_dir: Path, wanted: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+    """The summary of a peer's finished run of ``wanted``; None when there is none. One of another
+    config, or a damaged one, is refused naming it, or (with ``overwrite``) fitted again."""
+    try:
+        summary = read_summary(run_dir)
+    except DeepMovieError:
+        if not overwrite:
+            raise
+        return None
+    differ = differing(summary.get("config") or {}, wanted) if summary is not None else []
+    if differ and not overwrite:
+        raise DeepMovieError(
+            f"{run_dir}: holds a peer run of another config ({', '.join(differ)} differ); choose "
+            "another --out, or pass --overwrite to fit it again"
+        )
+    return None if differ else summary
 
 
 def flat(summary: dict[str, Any]) -> dict[str, Any]:

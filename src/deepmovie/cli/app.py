@@ -29,6 +29,12 @@ Sets = Annotated[list[str] | None, typer.Option("--set", help="model parameter k
 Device = Annotated[str | None, typer.Option(help="auto, cpu or cuda")]
 ConfigFile = Annotated[Path | None, typer.Option(help="YAML config (as written to a run directory)")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q")]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite", help="take --out even if it holds other files or another run (which is replaced)"
+    ),
+]
 
 
 def _quiet(quiet: bool) -> None:
@@ -139,6 +145,7 @@ def train(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="run directory to write")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")] = None,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Train a model, evaluate it on the test rows once, and write RUN_DIR (under torchrun: data
@@ -148,11 +155,10 @@ def train(
     distributed.start(device or "auto")
     _quiet(quiet or not distributed.is_main())
     from deepmovie.experiment import run
-    from deepmovie.rundir import CONFIG
+    from deepmovie.recommender.artifacts import read_config
 
     if resume is not None:
-        run_config = build_config(load_config_file(resume / CONFIG))
-        summary = run(run_config, resume, resume=True, quiet=quiet)
+        summary = run(read_config(resume), resume, resume=True, overwrite=overwrite, quiet=quiet)
         _print_summary(summary)
         return
     values: dict[str, Any] = load_config_file(config) if config else {}
@@ -189,7 +195,7 @@ def train(
     values["read"] = read
     values["params"] = {**(values.get("params") or {}), **parse_assignments(set_ or [])}
     run_config = build_config(values)
-    summary = run(run_config, out, quiet=quiet)
+    summary = run(run_config, out, overwrite=overwrite, quiet=quiet)
     _print_summary(summary)
 
 
@@ -233,6 +239,7 @@ def tune(
     timeout: Annotated[
         float | None, typer.Option(help="stop starting trials after this many seconds")
     ] = None,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Search MODEL's hyperparameters on the validation rows (never the test rows); write best.yaml."""
@@ -263,6 +270,7 @@ def tune(
         storage=storage,
         timeout=timeout,
         command="deepmovie " + shlex.join(sys.argv[1:]),
+        overwrite=overwrite,
         quiet=quiet or not sys.stderr.isatty(),
     )
     typer.echo(
@@ -282,13 +290,15 @@ def blend(
         typer.Option(help="a member's --refit twin for the test predictions (one per member, in order)"),
     ] = None,
     ridge: Annotated[float, typer.Option(help="L2 on the weights, per validation row")] = 1e-4,
+    overwrite: Overwrite = False,
 ) -> None:
     """Blend runs: weights fitted on the validation rows, scored once on the test rows."""
     import shlex
 
     from deepmovie.blend import blend as run_blend
 
-    summary = run_blend(runs, out, twins=twin, ridge=ridge, command="deepmovie " + shlex.join(sys.argv[1:]))
+    command = "deepmovie " + shlex.join(sys.argv[1:])
+    summary = run_blend(runs, out, twins=twin, ridge=ridge, command=command, overwrite=overwrite)
     for m in summary["members"]:
         typer.echo(
             f"{m['model']:12s} weight {m['weight']:+.4f}  valid RMSE {m['valid_rmse']:.4f}  "
@@ -322,6 +332,7 @@ def bench(
     suite: Annotated[str | None, typer.Option(help="tutorial, lecture, dlrm or deepmovie")] = None,
     device: Device = None,
     note: Annotated[list[str] | None, typer.Option(help="a line for results.md, e.g. the load")] = None,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Run models x seeds (+ peers) on one split; write mean ± std tables and plots to OUT."""
@@ -346,6 +357,7 @@ def bench(
         rank_k=rank_k,
         command=shlex.join(["deepmovie", *sys.argv[1:]]),
         notes=note,
+        overwrite=overwrite,
         log=(lambda line: None) if quiet else (lambda line: typer.echo(line, err=True)),
     )
     typer.echo(f"{len(rows)} rows -> {out / 'results.md'}")

@@ -11,6 +11,7 @@ arrays read with ``allow_pickle=False`` and written atomically.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from deepmovie import __version__
+from deepmovie.config import RunConfig, build_config, load_config_file
 from deepmovie.data.dataset import Dataset
 from deepmovie.data.interactions import IdMap, Interactions, RatingScale
 from deepmovie.data.side import ItemInfo, UserInfo
 from deepmovie.errors import DeepMovieError
 from deepmovie.files import write_arrays, write_text
-from deepmovie.rundir import ID_MAPS, ITEMS, MANIFEST, SEEN, USERS
+from deepmovie.rundir import CONFIG, ID_MAPS, ITEMS, MANIFEST, SEEN, USERS
 from deepmovie.splits import Split
 
 FORMAT = 1
@@ -123,6 +125,20 @@ def locate(run_dir: Path) -> tuple[Path, Path]:
     return root, run_dir
 
 
+def read_config(run_dir: Path) -> RunConfig:
+    """The config a run was trained with; a missing, empty or invalid ``config.yaml`` is named."""
+    path = run_dir / CONFIG
+    if not path.is_file():
+        raise DeepMovieError(f"{run_dir}: not a run directory (no {CONFIG})")
+    values = load_config_file(path)
+    if not values:
+        raise DeepMovieError(f"{path}: empty; this run directory is damaged")
+    try:
+        return build_config(values)
+    except DeepMovieError as exc:
+        raise DeepMovieError(f"{path}: {exc}") from None
+
+
 def load_artifacts(root: Path, fold_dir: Path) -> Artifacts:
     """Read and check the artifacts; an unknown format version is refused with the versions named."""
     try:
@@ -165,7 +181,7 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DeepMovieError(f"{path}: not a readable artifact ({exc})") from None
 
 

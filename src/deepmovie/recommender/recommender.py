@@ -22,14 +22,14 @@ import scipy.sparse as sp
 import torch
 from pydantic import ValidationError
 
-from deepmovie.config import RunConfig, build_config, dump_yaml, load_config_file
+from deepmovie.config import RunConfig, dump_yaml
 from deepmovie.errors import DeepMovieError
 from deepmovie.files import write_text
 from deepmovie.models import MODELS, DataInfo, Model
 from deepmovie.models.base import FoldInUnsupported
 from deepmovie.models.factors import to_numpy
 from deepmovie.models.layers import eval_mode
-from deepmovie.recommender.artifacts import Artifacts, load_artifacts, locate
+from deepmovie.recommender.artifacts import Artifacts, load_artifacts, locate, read_config
 from deepmovie.recommender.schemas import (
     Filters,
     History,
@@ -43,7 +43,7 @@ from deepmovie.recommender.schemas import (
     Similar,
     SimilarItems,
 )
-from deepmovie.rundir import CONFIG, SUMMARY, WEIGHTS
+from deepmovie.rundir import SUMMARY, WEIGHTS, claim_run, read_summary
 from deepmovie.training.checkpoint import load_weights, save_atomic
 
 MAX_COLD_RATINGS = 1000
@@ -117,7 +117,7 @@ class Recommender:
     def load(cls, run_dir: Path | str) -> Recommender:
         """Load a run directory (or one fold of a k-fold run) on the CPU, without the training data."""
         root, fold_dir = locate(Path(run_dir))
-        config = build_config(load_config_file(root / CONFIG))
+        config = read_config(root)
         artifacts = load_artifacts(root, fold_dir)
         state = read_weights(fold_dir / WEIGHTS, config.model)
         info = DataInfo(
@@ -130,16 +130,15 @@ class Recommender:
         )
         model = MODELS.get(config.model)(config.model_params(), info)
         model.load_weights(state, str(fold_dir / WEIGHTS))
-        return cls(model, config, artifacts, _read_summary(root / SUMMARY))
+        return cls(model, config, artifacts, read_summary(root))
 
     def save(self, out: Path | str, *, overwrite: bool = False) -> Path:
         """Write this recommender as a run directory that :meth:`load` (and ``deepmovie serve``) reads.
 
-        An existing directory is refused unless it is empty, or a run and ``overwrite`` is set: files
-        that are not a run's are never replaced."""
+        A run, or a folder of other files, already at ``out`` is refused unless ``overwrite`` is set
+        (:func:`deepmovie.rundir.claim_run`)."""
         out = Path(out)
-        claim_run_dir(out, overwrite)
-        write_text(out / CONFIG, dump_yaml(self.config.resolved()))
+        claim_run(out, dump_yaml(self.config.resolved()), overwrite=overwrite)
         save_atomic(weights_file(self.model, self.model.state_dict()), out / WEIGHTS)
         self.artifacts.write_shared(out)
         self.artifacts.write_seen(out)
@@ -581,19 +580,6 @@ def read_weights(path: Path, model_name: str) -> dict[str, torch.Tensor]:
     return saved["state"]
 
 
-def claim_run_dir(out: Path, overwrite: bool) -> None:
-    """Make ``out`` ready for a run's files: new or empty, or a run when ``overwrite`` is set; a
-    directory of other files is never written into."""
-    if out.exists() and not out.is_dir():
-        raise DeepMovieError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / CONFIG).is_file():
-            raise DeepMovieError(f"{out}: not empty and not a DeepMovie run; choose another directory")
-        if not overwrite:
-            raise DeepMovieError(f"{out}: already holds a run; pass overwrite=True to replace it")
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def top_k(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` best allowed scores, best first: argpartition, then a sort of ``k``."""
     candidates = np.flatnonzero(allowed)
@@ -637,15 +623,6 @@ def _check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise DeepMovieError(f"k: {k!r} is not a positive number of items")
     return int(k)
-
-
-def _read_summary(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, OSError) as exc:
-        raise DeepMovieError(f"{path}: not a readable summary ({exc})") from None
 
 
 def _lookup(ids, raw: RawId, kind: str) -> int:

@@ -11,6 +11,8 @@ from typing import Any
 
 import optuna
 
+from deepmovie.files import write_figure
+
 
 def plot_progress(study: optuna.Study, summary: dict[str, Any], path: Path) -> None:
     """Each finished trial's figure and the best so far, by trial number: is the search still gaining?"""
@@ -30,5 +32,5 @@ def plot_progress(study: optuna.Study, summary: dict[str, Any], path: Path) -> N
     axes.set(xlabel="trial", ylabel=summary["monitor"], title=f"{summary['model']} on {summary['data']}")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_figure(path, figure, dpi=100)
     plt.close(figure)

@@ -27,6 +27,8 @@ from deepmovie.config import RunConfig, build_config
 from deepmovie.data.dataset import Dataset
 from deepmovie.errors import DeepMovieError
 from deepmovie.experiment import fit_valid, monitor, prepare, select_device
+from deepmovie.files import write_text
+from deepmovie.rundir import claim, differing
 from deepmovie.splits import Split
 from deepmovie.tuning.plots import plot_progress
 from deepmovie.tuning.report import best_yaml, markdown
@@ -52,10 +54,14 @@ def tune(
     storage: str | None = None,
     timeout: float | None = None,
     command: str | None = None,
+    overwrite: bool = False,
     quiet: bool = True,
 ) -> dict[str, Any]:
     """Run ``trials`` more trials of ``config.model``'s search space; write ``best.yaml`` and
-    ``study.md`` to ``out``. Returns the study's summary (best value, params, trial counts)."""
+    ``study.md`` to ``out``. Returns the study's summary (best value, params, trial counts).
+
+    ``out`` is new, empty or this study's folder (the study continues); ``overwrite`` takes any folder,
+    deletes the other studies in its ``study.db`` and starts a study of another configuration afresh."""
     space_of = get_space(config.model)  # an unknown model fails here, before any data is read
     if trials < 1 or jobs < 1:
         raise DeepMovieError(f"--trials {trials} and --jobs {jobs} must both be at least 1")
@@ -63,11 +69,14 @@ def tune(
         raise DeepMovieError(f"--timeout {timeout:g}: must be a positive number of seconds")
     dataset, split = _one_split(config)
     goal, higher_is_better = monitor(config, dataset, split)
-    out.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{out / STUDY_DB}"
+    held = claim(out, (STUDY_DB, BEST, REPORT), "a tuning folder", overwrite=overwrite)
     study_name = study_name or config.model
+    if storage is None:
+        storage = f"sqlite:///{out / STUDY_DB}"
+        if held:
+            _only(out, study_name, storage, overwrite)
     _verbosity(quiet)
-    study = _open(config, study_name, storage, "maximize" if higher_is_better else "minimize")
+    study = _open(config, study_name, storage, "maximize" if higher_is_better else "minimize", overwrite)
     done = len(study.trials)
     if done == 0:
         _enqueue_start(study, config, space_of)
@@ -88,11 +97,11 @@ def tune(
     summary = _summarize(study, config, goal, storage, command)
     if summary["best_value"] is None:
         raise DeepMovieError(f"study {study_name!r}: no trial finished ({summary['trials']}); see {storage}")
-    (out / BEST).write_text(best_yaml(study, config, summary))
+    write_text(out / BEST, best_yaml(study, config, summary))
     report = markdown(
         study, summary, prune_after_trials=PRUNE_AFTER_TRIALS, prune_after_epochs=PRUNE_AFTER_EPOCHS
     )
-    (out / REPORT).write_text(report)
+    write_text(out / REPORT, report)
     plot_progress(study, summary, out / PLOT)
     return summary
 
@@ -117,8 +126,22 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
         raise DeepMovieError(f"--storage {url}: cannot open ({str(exc).splitlines()[0]})") from None
 
 
-def _open(config: RunConfig, name: str, storage: str, direction: str) -> optuna.Study:
-    """Create the study, or continue it when it exists and was started with the same configuration."""
+def _only(out: Path, name: str, storage: str, overwrite: bool) -> None:
+    """A folder's ``study.db`` holds one study, the one its reports are of: another name there is
+    refused, or deleted with ``overwrite``."""
+    others = [n for n in optuna.get_all_study_names(_storage(storage)) if n != name]
+    if others and not overwrite:
+        raise DeepMovieError(
+            f"{out}: holds the study {others[0]!r}, not {name!r}; choose another --out, or pass "
+            "--overwrite to replace it"
+        )
+    for other in others:
+        optuna.delete_study(study_name=other, storage=_storage(storage))
+
+
+def _open(config: RunConfig, name: str, storage: str, direction: str, overwrite: bool) -> optuna.Study:
+    """Create the study, or continue it when it exists and was started with the same configuration;
+    one started with another is refused, or started afresh with ``overwrite``."""
     study = optuna.create_study(
         study_name=name,
         storage=_storage(storage),
@@ -127,16 +150,18 @@ def _open(config: RunConfig, name: str, storage: str, direction: str) -> optuna.
         pruner=_pruner(),
     )
     started = study.user_attrs.get("config")
-    if started is None:
-        study.set_user_attr("config", config.resolved())
-    elif started != config.resolved():
-        changed = sorted(
-            k for k in {*started, *config.resolved()} if started.get(k) != config.resolved().get(k)
-        )
+    changed = differing(started, config.resolved()) if started is not None else []
+    if changed and overwrite:
+        optuna.delete_study(study_name=name, storage=_storage(storage))
+        return _open(config, name, storage, direction, overwrite=False)
+    if changed:
         raise DeepMovieError(
             f"study {name!r} in {storage} was started with another configuration (differs in "
-            f"{', '.join(changed)}); run the same command to continue it, or choose another --study"
+            f"{', '.join(changed)}); run the same command to continue it, choose another --study, "
+            "or pass --overwrite to start it afresh"
         )
+    if started is None:
+        study.set_user_attr("config", config.resolved())
     return study
 
 
