@@ -31,6 +31,12 @@ from urllib.parse import urlsplit
 import numpy as np
 
 
+def artifact_sizes(run: Path) -> dict[str, int]:
+    """Bytes of each file a server reads from a run directory (and their total): what serving costs."""
+    files = {p.relative_to(run).as_posix(): p.stat().st_size for p in sorted(run.rglob("*")) if p.is_file()}
+    return {**files, "total": sum(files.values())}
+
+
 def known_users(run: Path) -> list[str]:
     """Raw ids of the users the model was trained on (others answer 404)."""
     fold = run if (run / "seen.npz").is_file() else run / "fold-0"
@@ -196,6 +202,7 @@ def main() -> None:
     result["load_average_start"] = load_start
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     result["cores"] = os.cpu_count()
+    result["artifact_bytes"] = {str(r): artifact_sizes(r) for r in (run, args.rater) if r is not None}
     print(json.dumps(result, indent=2))
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")

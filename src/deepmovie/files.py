@@ -43,9 +43,10 @@ def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
-def write_arrays(path: Path, **arrays: np.ndarray) -> None:
-    """``np.savez`` to ``path`` (no ``.npz`` appended), atomically."""
-    write_atomic(path, lambda handle: np.savez(handle, **arrays))
+def write_arrays(path: Path, *, compress: bool = False, **arrays: np.ndarray) -> None:
+    """``np.savez`` (or ``savez_compressed``) to ``path`` (no ``.npz`` appended), atomically."""
+    save = np.savez_compressed if compress else np.savez
+    write_atomic(path, lambda handle: save(handle, **arrays))
 
 
 def write_figure(path: Path, figure: Figure, dpi: int) -> None:
