@@ -20,6 +20,7 @@ from deepmovie.data.dataset import Dataset
 from deepmovie.data.interactions import IdMap
 from deepmovie.errors import DeepMovieError
 from deepmovie.recommender import UnknownIdError
+from deepmovie.recommender.recommender import _lookup
 from deepmovie.serving.api import create_app
 
 # Past 2**53 a float64 cannot tell neighbours apart; int64's ends are the last ids that fit.
@@ -222,3 +223,12 @@ def test_the_cli_refuses_an_id_past_int64_in_one_line(tmp_path):
         f"error: {path}:2: user id {2**63} does not fit int64; ids are 64-bit integers or text"
     ]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("written", ["1_2", "١٢", "12.0", "0x0c", "1e1", True])
+def test_an_integer_id_is_looked_up_only_as_ascii_digits(written):
+    """``int()`` reads '1_2' and Arabic-Indic digits as 12: the look-up must not answer for user 12."""
+    ids = IdMap(np.array([1, 12], dtype=np.int64))
+    with pytest.raises(UnknownIdError):
+        _lookup(ids, written, "user")
+    assert _lookup(ids, " 12 ", "user") == 1 and _lookup(ids, "+12", "user") == 1

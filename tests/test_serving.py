@@ -344,9 +344,9 @@ def test_api_bad_requests_are_4xx_json(client, method, path, payload, status):
 
 
 def test_api_refuses_non_json_and_nan(client):
-    for body in ("not json", '{"ratings": [{"item": 1, "rating": NaN}]}'):
+    for body, status in (("not json", 400), ('{"ratings": [{"item": 1, "rating": NaN}]}', 422)):
         response = client.post("/recommend", content=body, headers={"content-type": "application/json"})
-        assert response.status_code == 422, response.text
+        assert response.status_code == status, response.text
         assert response.json()["detail"]
 
 
@@ -426,6 +426,163 @@ def test_body_limit_counts_streamed_bytes_and_never_calls_the_app_past_it():
     assert request([b"x" * 400] * 3, [(b"content-length", b"1200")])[0]["status"] == 413 and not calls
     assert request([b"x" * 400, b"y" * 600], chunked)[0]["status"] == 200
     assert calls == [b"x" * 400 + b"y" * 600]  # the app gets the whole body at once
+
+
+def test_head_answers_every_get_route_as_get_does_without_a_body(client):
+    """Same status and headers as GET, no body: for every GET route of the app, found and not."""
+    targets = {
+        "/health": "/health",
+        "/predict": "/predict?user=1&item=2",
+        "/recommend": "/recommend?user=1&k=3",
+        "/similar": "/similar?item=1&k=2",
+        "/users/{user}/ratings": "/users/1/ratings",
+        "/items/search": "/items/search?q=drama",
+        "/": "/",
+        "/openapi.json": "/openapi.json",
+        "/docs": "/docs",
+        "/docs/oauth2-redirect": "/docs/oauth2-redirect",
+        "/redoc": "/redoc",
+    }
+    get_routes = {r.path for r in client.app.routes if "GET" in getattr(r, "methods", ())}
+    assert get_routes == set(targets)  # a new GET route needs a case here
+    failing = ["/recommend?user=999", "/recommend?user=1&k=true", "/no/such/route", "/static/no-such.js"]
+    for path in [*targets.values(), "/static/app.js", *failing]:
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code, path
+        assert head.content == b"" and get.content, path
+        assert head.headers == get.headers, path
+    assert client.head("/health").headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"k": True}, "k"),
+        ({"k": 1.5}, "k"),
+        ({"k": 1.0}, "k"),
+        ({"k": "10"}, "k"),
+        ({"offset": False}, "offset"),
+        ({"min_year": "1990"}, "min_year"),
+        ({"max_per_genre": 2.0}, "max_per_genre"),
+        ({"min_ratings": True}, "min_ratings"),
+        ({"diversity": True}, "diversity"),
+        ({"diversity": "0.5"}, "diversity"),
+        ({"explain": 1}, "explain"),
+        ({"exclude": [True]}, "exclude"),
+        ({"ratings": [{"item": 31, "rating": True}]}, "rating"),
+        ({"ratings": [{"item": 31, "rating": "4"}]}, "rating"),
+        ({"ratings": [{"item": True, "rating": 4}]}, "item"),
+        ({"ratings": [{"item": 31.0, "rating": 4}]}, "item"),
+    ],
+)
+def test_a_body_takes_numbers_only_as_numbers_of_their_kind(client, change, field):
+    """No boolean is read as 1, no "10" as 10, no 1.0 as 1: a 422 that names the field."""
+    response = client.post("/recommend", json={"ratings": [{"item": 31, "rating": 4}], **change})
+    assert response.status_code == 422, response.text
+    assert all(field in error["loc"] for error in response.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "value"),
+    [
+        ("/recommend?user=1", "k", "true"),
+        ("/recommend?user=1", "k", "1.5"),
+        ("/recommend?user=1", "k", "1.0"),
+        ("/recommend?user=1", "k", " 10"),
+        ("/recommend?user=1", "offset", "1_000"),
+        ("/recommend?user=1", "min_year", "1e3"),
+        ("/recommend?user=1", "max_per_genre", "%2B2"),
+        ("/recommend?user=1", "min_ratings", "false"),
+        ("/recommend?user=1", "diversity", "true"),
+        ("/similar?item=1", "k", "2.0"),
+        ("/items/search?q=drama", "limit", "true"),
+    ],
+)
+def test_a_query_takes_integers_in_plain_digits_only(client, path, field, value):
+    response = client.get(f"{path}&{field}={value}")
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", field]
+
+
+def test_integers_in_their_own_form_are_still_taken(client):
+    assert client.get("/recommend?user=1&k=10&offset=0&min_year=1990").status_code == 200
+    body = {"ratings": [{"item": 31, "rating": 4}, {"item": "32", "rating": 4.5}], "k": 10, "diversity": 0}
+    assert client.post("/recommend", json=body).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b'{"ratings": [{"item": 1, "rating": 4}],}',
+        b"{'ratings': []}",
+        b'{"ratings": [{"item": 1, "rating": 4}]}\xff',
+        b'{"ratings": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # past Python's nesting depth
+        b'{"ratings": [{"item": 1, "rating": 4}], "k": ' + b"9" * 5000 + b"}",  # past int()'s digits
+    ],
+)
+def test_a_body_that_is_not_json_is_a_400_in_json(client, body):
+    response = client.post("/recommend", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json" and response.json()["detail"]
+
+
+def test_unknown_routes_and_wrong_methods_answer_json_with_every_allowed_method(client):
+    for method, path in (("GET", "/no/such/route"), ("POST", "/no/such/route"), ("GET", "/static/../api.py")):
+        response = client.request(method, path)
+        assert response.status_code == 404 and response.json() == {"detail": "Not Found"}
+    for method, path, allowed in (
+        ("DELETE", "/recommend", "GET, HEAD, POST"),
+        ("PUT", "/health", "GET, HEAD"),
+        ("OPTIONS", "/users/1/ratings", "GET, HEAD"),
+        ("POST", "/static/app.js", "GET, HEAD"),
+    ):
+        response = client.request(method, path)
+        assert response.status_code == 405, (method, path)
+        assert response.json() == {"detail": "Method Not Allowed"} and response.headers["allow"] == allowed
+
+
+def test_a_body_is_counted_whatever_its_content_length_says(client):
+    """A Content-Length below the body's size is only the client's word: the bytes are counted."""
+    lying = client.post(
+        "/recommend",
+        content=b" " * 2_000_000,
+        headers={"content-type": "application/json", "content-length": "10"},
+    )
+    assert lying.status_code == 413 and "streamed past 1,000,000 bytes" in lying.json()["detail"]
+
+    def chunks():  # no Content-Length at all
+        yield b'{"ratings": ['
+        for _ in range(11):
+            yield b" " * 100_000
+
+    chunked = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413 and chunked.headers["content-type"] == "application/json"
+
+
+def test_a_body_that_stops_arriving_is_a_408():
+    """A client that declares more than it sends is answered, not waited on for good."""
+    called, sent = [], []
+    messages = [{"type": "http.request", "body": b"x" * 10, "more_body": True}]
+
+    async def app(scope, receive, send):
+        called.append(scope)
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(60)  # the rest never comes
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", b"1000")]}
+    began = time.perf_counter()
+    asyncio.run(BodyLimit(app, limit=1000, seconds=0.05)(scope, receive, send))
+    assert time.perf_counter() - began < 5 and not called
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"]) == {"detail": "request body incomplete after 0.05 s"}
 
 
 def test_at_most_1000_ratings_and_k_up_to_the_configured_cap(client, bmf):

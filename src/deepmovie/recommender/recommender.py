@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -51,6 +52,7 @@ EXPLAIN = 3  # rated items named per recommendation
 SHRINK = 10.0  # popularity shrinkage of similarities: n / (n + SHRINK) for an item of n ratings
 PREDICT_BATCH = 1 << 18
 WEIGHTS_FORMAT = 1
+INTEGER = re.compile(r"[+-]?[0-9]+")  # how an integer id is written: ASCII digits, an optional sign
 
 
 class UnknownIdError(DeepMovieError):
@@ -629,12 +631,10 @@ def _lookup(ids, raw: RawId, kind: str) -> int:
     """Index of a raw id given as text or a number; :class:`UnknownIdError` when the model lacks it."""
     value: RawId = raw
     if ids.raw.dtype.kind in "iu":
-        try:
-            value = int(str(raw).strip())
-        except ValueError:
-            raise UnknownIdError(
-                f"{kind} {raw!r}: not an id of this model ({kind} ids are integers)"
-            ) from None
+        text = str(raw).strip()
+        if isinstance(raw, bool) or not INTEGER.fullmatch(text):  # not '1_2', '1.0' or Arabic digits
+            raise UnknownIdError(f"{kind} {raw!r}: not an id of this model ({kind} ids are integers)")
+        value = int(text)
         if not -(2**63) <= value < 2**63:
             raise UnknownIdError(f"{kind} {raw}: not an id of this model")
     index = int(ids.index_of(np.array([value]))[0])

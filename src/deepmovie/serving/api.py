@@ -6,11 +6,17 @@ None without a rater) and the user's own rated items that led to it (``because``
 of ``POST /recommend``, with ``offset`` for the next page and ``explain`` for the reasons.
 
 Limits, each refused before any work: a request body over ``max_body`` bytes is a 413 (by its
-Content-Length, or counted as it streams for a chunked body, in :class:`BodyLimit`, before FastAPI
-parses anything); more than ``max_ratings`` ratings or a ``k`` above ``max_k`` is a 422. Every error
-is JSON ``{"detail": ...}``: 422 for a malformed request, 404 for an id the model does not know or an
-unknown route, 405 for a wrong method, 413 for a body too large, 400 for a well-formed but impossible
-request (an unknown genre, a rating off the scale, a ranker that cannot fold a new user in).
+Content-Length, and counted as it arrives whether declared or chunked, in :class:`BodyLimit`, before
+FastAPI parses anything); more than ``max_ratings`` ratings or a ``k`` above ``max_k`` is a 422. Every
+error is JSON ``{"detail": ...}``: 422 for a malformed request (a parameter or a field of the wrong type
+or range), 404 for an id the model does not know or an unknown route, 405 for a wrong method (with
+every method of the path in Allow), 413 for a body too large, 400 for a body that is not JSON (or one
+past Python's nesting depth or integer size) or a well-formed but impossible request (an unknown genre,
+a rating off the scale, a ranker that cannot fold a new user in).
+
+Numbers are taken as numbers only: a JSON body's fields are strict (``true``, ``"10"`` or ``1.5`` for
+an integer is a 422 naming the field), and a query's integers are plain decimal digits (not ``1.0``,
+``1_000`` or ``true``). Every GET route answers HEAD too (:class:`HeadAsGet`).
 
 Endpoints run in threads (at most one per core at a time), except a list without explanations that
 takes well under a millisecond (a factor model's, iALS's: timed at start), which is computed on the
@@ -19,6 +25,7 @@ event loop; the recommender they share is read-only, so concurrent requests need
 
 import json
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -32,9 +39,12 @@ import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from deepmovie import __version__
 from deepmovie.errors import DeepMovieError
@@ -54,14 +64,26 @@ MAX_K = 1000  # items in one answer
 MAX_RATINGS = MAX_COLD_RATINGS  # ratings of a new user in one request
 MAX_OFFSET = 1_000_000  # the deepest page
 MAX_LISTED = 100  # genres or excluded items named in one GET query
+BODY_SECONDS = 30.0  # for a request body to arrive whole
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+DECIMAL = re.compile(r"-?[0-9]+")
+
+
+def decimal_digits(value: object) -> object:
+    """A query's integer as plain decimal digits: pydantic alone also reads '1.0', '1_000' and ' 10 '."""
+    if isinstance(value, str) and not DECIMAL.fullmatch(value):
+        raise PydanticCustomError("int_parsing", "Input should be an integer in plain decimal digits")
+    return value
+
+
+QueryInt = Annotated[int, BeforeValidator(decimal_digits)]
 
 IdText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 GenreText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 UserId = Annotated[IdText, Query(description="a user id of the training data")]
 ItemId = Annotated[IdText, Query(description="an item (movie) id of the training data")]
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="the page's first position (0: the top)")]
+Offset = Annotated[QueryInt, Query(ge=0, le=MAX_OFFSET, description="the page's first position (0: the top)")]
 Explain = Annotated[bool, Query(description="name the user's rated items behind each item (because)")]
 Genres = Annotated[
     list[GenreText] | None,
@@ -70,16 +92,20 @@ Genres = Annotated[
 Genre = Annotated[
     list[GenreText] | None, Query(max_length=MAX_LISTED, description="the same as genres (older name)")
 ]
-MinYear = Annotated[int | None, Query(ge=0, le=9999, description="only items released this year or later")]
-MaxYear = Annotated[int | None, Query(ge=0, le=9999, description="only items released this year or earlier")]
+MinYear = Annotated[
+    QueryInt | None, Query(ge=0, le=9999, description="only items released this year or later")
+]
+MaxYear = Annotated[
+    QueryInt | None, Query(ge=0, le=9999, description="only items released this year or earlier")
+]
 MinRatings = Annotated[
-    int, Query(ge=0, le=2**31, description="only items with at least this many training ratings")
+    QueryInt, Query(ge=0, le=2**31, description="only items with at least this many training ratings")
 ]
 Exclude = Annotated[
     list[IdText] | None, Query(max_length=MAX_LISTED, description="items never to show (repeatable)")
 ]
 MaxPerGenre = Annotated[
-    int | None, Query(ge=1, le=MAX_OFFSET, description="at most this many items of one genre")
+    QueryInt | None, Query(ge=1, le=MAX_OFFSET, description="at most this many items of one genre")
 ]
 Diversity = Annotated[
     float | None, Query(ge=0, le=1, description="MMR: weight of dissimilarity to the items already listed")
@@ -87,16 +113,17 @@ Diversity = Annotated[
 
 
 class NewRating(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: true is no rating, "4" no number
 
     item: IdText | int
     rating: float = Field(allow_inf_nan=False)
 
 
 class ColdStartFilters(BaseModel):
-    """What ``POST /recommend`` takes beside the ratings: the page and the filters."""
+    """What ``POST /recommend`` takes beside the ratings: the page and the filters. Strict: a boolean,
+    a string or a fraction where an integer belongs is refused, not read as 1, 10 or a page."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="the page's first position (0: the top)")
     explain: bool = Field(True, description="name the rated items behind each item (because)")
@@ -114,12 +141,15 @@ class ColdStartFilters(BaseModel):
 
 class BodyLimit:
     """ASGI middleware: a request body over ``limit`` bytes is answered 413 before the app reads any of
-    it. A declared Content-Length is checked at once; a body without one (chunked) is counted as it
-    streams and held until complete (never past the limit), then handed to the app."""
+    it. A declared Content-Length over the limit is refused at once; every body, declared or chunked,
+    is also counted as it arrives (a Content-Length is only the client's word) and held until complete
+    (never past the limit), then handed to the app. A body still incomplete after ``seconds`` (one that
+    declared more than it sends) is a 408, rather than a connection held open for good."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, seconds: float = BODY_SECONDS) -> None:
         self.app = app
         self.limit = limit
+        self.seconds = seconds
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
         if scope["type"] != "http":
@@ -138,22 +168,21 @@ class BodyLimit:
             if length > self.limit:
                 await reject(send, 413, f"request body of {length:,} bytes: at most {self.limit:,}")
                 return
-            await self.app(scope, receive, send)
+        body, more = bytearray(), True
+        with anyio.move_on_after(self.seconds):
+            while more and len(body) <= self.limit:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+        if len(body) > self.limit:
+            await reject(send, 413, f"request body streamed past {self.limit:,} bytes: at most that")
             return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await reject(send, 413, f"request body streamed past {self.limit:,} bytes: at most that")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        whole: dict | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        if more:
+            await reject(send, 408, f"request body incomplete after {self.seconds:g} s")
+            return
+        whole: dict | None = {"type": "http.request", "body": bytes(body), "more_body": False}
 
         async def replay() -> dict:
             nonlocal whole
@@ -163,6 +192,26 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class HeadAsGet:
+    """ASGI middleware: HEAD is answered as GET would be, same status and headers, without the body.
+    FastAPI's GET routes answer HEAD with 405 (Starlette's own routes and static files take it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 async def reject(send: Callable, status: int, detail: str) -> None:
@@ -239,7 +288,8 @@ def create_app(
         version=__version__,
         description=f"Recommendations ranked by a trained {recommender.model_name!r} model{pair}.",
     )
-    app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(BodyLimit, limit=max_body)  # the outermost: before anything reads the body
     # A list without explanations that takes well under a millisecond (a factor model's one product,
     # iALS's) is computed on the event loop, sparing a thread hop; explanations (a product per liked
     # item) and slower models go to threads, at most one per core at a time: more only share the
@@ -255,7 +305,7 @@ def create_app(
         "inline": {"known_user": fast, "new_user": fast_new},  # lists computed on the event loop
     }
 
-    K = Annotated[int, Query(ge=1, le=max_k, description=f"how many items (at most {max_k})")]
+    K = Annotated[QueryInt, Query(ge=1, le=max_k, description=f"how many items (at most {max_k})")]
 
     class ColdStart(ColdStartFilters):
         """A new user's ratings: recommendations without retraining (fold-in)."""
@@ -269,14 +319,35 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """FastAPI's own answer echoes the input, and a NaN in it made that answer a 500."""
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        """FastAPI's own answer echoes the input, and a NaN in it made that answer a 500. A body that is
+        not JSON is a 400, as one FastAPI cannot decode at all is (a 422 is JSON that does not fit)."""
+        errors = exc.errors()
+        if errors and errors[0]["type"] == "json_invalid":
+            where = errors[0]["loc"][-1]
+            return JSONResponse(
+                {"detail": f"request body: not JSON ({errors[0]['ctx']['error']} at character {where})"},
+                status_code=400,
+            )
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
         return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(HTTPException)
     def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        """Unknown routes (404), wrong methods (405, with Allow) and the like: JSON as every error is."""
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        """Unknown routes (404), wrong methods (405, with Allow) and the like: JSON as every error is.
+        A 405's Allow names every route of the path (the router names only the first one's methods)."""
+        headers = exc.headers
+        if exc.status_code == 405:
+            allowed = {
+                method
+                for route in app.routes
+                if isinstance(route, APIRoute) and route.matches(request.scope)[0] is Match.PARTIAL
+                for method in route.methods
+            }
+            if "GET" in allowed:
+                allowed.add("HEAD")  # answered by HeadAsGet
+            if allowed:
+                headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     def _crash(request: Request, exc: Exception) -> JSONResponse:
@@ -386,7 +457,7 @@ def create_app(
     @app.get("/items/search")
     def search(
         q: Annotated[str, Query(min_length=1, max_length=100, description="part of a title")],
-        limit: Annotated[int, Query(ge=1, le=max_k)] = 20,
+        limit: Annotated[QueryInt, Query(ge=1, le=max_k)] = 20,
     ) -> list[Movie]:
         """Known items whose title contains ``q``, most rated first."""
         return recommender.search(q, limit)
