@@ -173,6 +173,27 @@ def test_users_n_holds_whole_users_out_and_splits_their_ratings(dataset):
     assert make_splits(dataset, "users:8", seed=5)[0].test_hash != split.test_hash
 
 
+@pytest.mark.parametrize("spec", ["cold-items:0.2", "cold-items:0.2:0.1"])
+def test_cold_items_hold_whole_items_out_of_training(dataset, spec):
+    (split,) = make_splits(dataset, spec, seed=3)
+    tested = np.unique(split.test.items)
+    rated = np.unique(dataset.interactions.items)
+    assert len(tested) == round(0.2 * len(rated))
+    assert not np.isin(split.train.items, tested).any() and not np.isin(split.valid.items, tested).any()
+    np.testing.assert_array_equal(  # every rating of a held-out item is a test row
+        np.bincount(split.test.items, minlength=dataset.n_items)[tested],
+        np.bincount(dataset.interactions.items, minlength=dataset.n_items)[tested],
+    )
+    joined = np.concatenate([keys(p, dataset) for p in (split.train, split.valid, split.test)])
+    assert len(np.unique(joined)) == len(joined) == len(dataset.interactions)
+    if spec.count(":") == 2:  # validation: items of their own, cold too
+        validated = np.unique(split.valid.items)
+        assert len(validated) == round(0.1 * len(rated)) and not np.isin(split.train.items, validated).any()
+    else:  # validation: random training rows, of items that stay in training
+        assert np.isin(split.valid.items, split.train.items).mean() > 0.9
+    assert make_splits(dataset, spec, seed=3)[0].test_hash == split.test_hash
+
+
 def test_file_split_uses_the_test_file(tmp_path):
     train = write_ratings(tmp_path / "train.csv", n_users=10, n_items=12, density=0.6, seed=1)
     rows = train.read_text().splitlines()
@@ -213,6 +234,8 @@ def test_overlap_between_train_and_test_files_is_refused(tmp_path):
         ("users:0", "between 1 and"),
         ("users:4000", "between 1 and"),
         ("users:5:1.5", "not between 0 and 1"),
+        ("cold-items:0", "not between 0 and 1"),
+        ("cold-items:0.6:0.5", "too few to hold out"),
         ("convmf:0.6:0.6", "too few ratings"),
         ("fold:u9", "unknown fold"),
         ("fold:u1", "u1.test"),

@@ -17,6 +17,17 @@ from deepmovie.models.baselines import bias_sweep
 from deepmovie.models.layers import eval_mode
 
 COLD_POLICY = "baseline: global mean + the known user or item bias (regularized, from training rows)"
+
+
+def cold_policy(model_class: type[Model]) -> str:
+    """How a model's cold test rows were predicted: by the baseline, or, for a known user and an item
+    with no training rating, by the model itself where it scores such items (from their side
+    information: the hybrid's encoder of the item's document)."""
+    if model_class.scores_cold_items:
+        return f"the model for a known user and an unrated item (its side information); else {COLD_POLICY}"
+    return COLD_POLICY
+
+
 PREDICT_BATCH = 1 << 18
 # Beside the K metrics: the cutoffs published top-N tables report (Liang et al. 2018, Steck 2019).
 RANKING_EXTRA = (("recall", 20), ("recall", 50), ("ndcg", 100))

@@ -26,9 +26,9 @@ from deepmovie.data.dataset import Dataset, load_dataset
 from deepmovie.data.interactions import Interactions
 from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
-from deepmovie.evaluation import COLD_POLICY, ColdFallback, Evaluator, rank, strong_generalization
+from deepmovie.evaluation import ColdFallback, Evaluator, cold_policy, rank, strong_generalization
 from deepmovie.files import write_text
-from deepmovie.models import MODELS, DataInfo, Model
+from deepmovie.models import MODELS, DataInfo, Model, ModelParams
 from deepmovie.recommender import Recommender
 from deepmovie.recommender.artifacts import Artifacts, read_config
 from deepmovie.recommender.recommender import weights_file
@@ -57,12 +57,24 @@ def prepare(config: RunConfig, dataset: Dataset | None = None) -> tuple[Dataset,
         dataset = load_dataset(
             config.data, options=config.read.options(), test_file=config.test_file, item_docs=config.item_docs
         )
+    if config.rank_k > dataset.n_items:
+        raise DeepMovieError(f"rank_k {config.rank_k:,}: more than the {dataset.n_items:,} items to rank")
     split = "file" if dataset.test_rows is not None else config.split
     return dataset, make_splits(dataset, split, config.seed, config.valid_fraction)
 
 
 def build_model(config: RunConfig, dataset: Dataset, split: Split, device: torch.device) -> Model:
+    """The model of ``config`` for ``split``, on ``device``, once its weights are known to fit."""
+    model_class, params, info = _checked(config, dataset, split, device)
     torch.manual_seed(config.seed)
+    return model_class(params, info).to(device)
+
+
+def _checked(
+    config: RunConfig, dataset: Dataset, split: Split, device: torch.device
+) -> tuple[type[Model], ModelParams, DataInfo]:
+    """What builds ``config``'s model for ``split``, once its weights are known to fit on ``device``
+    (:meth:`Model.check_size`: nothing is allocated until then)."""
     info = DataInfo(
         dataset.n_users,
         dataset.n_items,
@@ -71,7 +83,9 @@ def build_model(config: RunConfig, dataset: Dataset, split: Split, device: torch
         dataset.items,
         dataset.users,
     )
-    return MODELS.get(config.model)(config.model_params(), info).to(device)
+    model_class, params = MODELS.get(config.model), config.model_params()
+    model_class.check_size(params, info, device=device, max_memory=config.max_memory)
+    return model_class, params, info
 
 
 def monitor(config: RunConfig, dataset: Dataset, split: Split) -> tuple[str, bool]:
@@ -208,6 +222,7 @@ def train(
         raise DeepMovieError(f"{config.model} cannot run under torchrun: {NOT_DISTRIBUTED[config.model]}")
     dataset, splits = prepare(config, dataset)
     device = distributed.local_device(select_device(config.device))
+    _checked(config, dataset, splits[0], device)  # a model too big is refused before anything is written
     writes = out is not None and distributed.is_main()
     if writes:
         if resume:
@@ -323,7 +338,7 @@ def _combine(config: RunConfig, dataset: Dataset, folds: list[dict], device: tor
     summary.update(folds[0] if len(folds) == 1 else _mean_of(folds))
     summary.update(
         {
-            "cold_policy": COLD_POLICY,
+            "cold_policy": cold_policy(MODELS.get(config.model)),
             "device": str(device),
             "world_size": distributed.world_size(),
             "machine": machine.describe(device),

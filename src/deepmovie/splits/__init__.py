@@ -203,10 +203,9 @@ def canonical_fold(dataset: Dataset, rng: np.random.Generator, fold: str) -> lis
 @PROTOCOLS.register("kfold")
 def k_fold(dataset: Dataset, rng: np.random.Generator, k: str, only: str | None = None) -> list[Fold]:
     """``kfold:K[:I]``: K random folds (all of them, or only fold I)."""
-    count = int(k)
-    if count < 2:
-        raise ValueError("K must be at least 2")
-    n = len(dataset.interactions)
+    count, n = int(k), len(dataset.interactions)
+    if not 2 <= count <= n:
+        raise ValueError(f"K must be at least 2 and at most the {n:,} ratings")
     parts = np.array_split(rng.permutation(n), count)
     chosen = range(count) if only is None else [int(only)]
     if any(not 0 <= i < count for i in chosen):
@@ -274,6 +273,32 @@ def held_out_users(
     rank, counts = _rank_within_user(data.users[order])
     is_test = rank < np.maximum(1, np.round(counts * fraction))
     return [Fold(np.flatnonzero(~held), None, np.sort(order[is_test]), None, np.sort(order[~is_test]))]
+
+
+@PROTOCOLS.register("cold-items")
+def cold_items(
+    dataset: Dataset, rng: np.random.Generator, test: str = "0.1", valid: str | None = None
+) -> list[Fold]:
+    """``cold-items:TEST[:VALID]``: a TEST fraction of the rated items leaves training with all its
+    ratings, so only side information (a document, genres) speaks for them: a catalogue's new
+    releases. With VALID another fraction of items is held out the same way as validation (tuning and
+    early stopping then judge cold items too); without it, validation rows are carved at random."""
+    data = dataset.interactions
+    rated = np.flatnonzero(np.bincount(data.items, minlength=data.n_items))
+    shuffled = rng.permutation(rated)
+    n_test = round(len(rated) * _fraction(test, "test"))
+    n_valid = round(len(rated) * _fraction(valid, "validation")) if valid is not None else 0
+    if n_test == 0 or n_test + n_valid >= len(rated):
+        raise ValueError(f"{len(rated):,} rated items: too few to hold out those fractions of them")
+    tested = np.isin(data.items, shuffled[:n_test])
+    validated = np.isin(data.items, shuffled[n_test : n_test + n_valid])
+    return [
+        Fold(
+            np.flatnonzero(~tested & ~validated),
+            np.flatnonzero(validated) if valid is not None else None,
+            np.flatnonzero(tested),
+        )
+    ]
 
 
 def _rank_within_user(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
