@@ -1,12 +1,18 @@
-"""Shared fixtures: a private DEEPMOVIE_HOME per test and the real data under ../shared/data."""
+"""Shared fixtures: a private DEEPMOVIE_HOME per test, the real data under ../shared/data, small
+ratings files, and the ``deepmovie`` command run in this process."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
+
+from deepmovie import cli
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -24,6 +30,49 @@ def deepmovie_home(tmp_path_factory, monkeypatch) -> Path:
     home = tmp_path_factory.mktemp("deepmovie-home")
     monkeypatch.setenv("DEEPMOVIE_HOME", str(home))
     return home
+
+
+class Result(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def deepmovie(monkeypatch, capsys):
+    """``deepmovie ARGS`` in this process: (exit code, stdout, stderr). ``deepmovie.cli.main`` with its
+    hard exit turned into SystemExit gives the same single stderr line and exit code 2 as a subprocess,
+    without importing PyTorch anew."""
+    monkeypatch.setattr(cli, "_exit_now", sys.exit)
+
+    def call(*args: object) -> Result:
+        monkeypatch.setattr(sys, "argv", ["deepmovie", *map(str, args)])
+        monkeypatch.setattr(logging.root, "handlers", [])  # main's handler then logs to this capture
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+        captured = capsys.readouterr()
+        return Result(exited.value.code or 0, captured.out, captured.err)
+
+    return call
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every entry under ``folder``, itself included: its mtime and, for a file, its bytes."""
+    entries = [folder, *folder.rglob("*")]
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
+        for p in entries
+    }
+
+
+def assert_one_error_line(result: Result, expected: str) -> None:
+    """Exit code 2 and one stderr line that holds ``expected``; no traceback on either stream."""
+    assert "Traceback" not in result.out + result.err, result.out + result.err
+    assert result.code == 2, (result.code, result.err)
+    lines = result.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
+    assert expected in lines[0], lines[0]
 
 
 def write_ratings(

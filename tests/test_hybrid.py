@@ -30,7 +30,7 @@ def test_tokens_drop_common_words_cut_long_documents_and_pad_with_zero():
     assert not result.tokens[3].any()
     # Words of one document only are dropped with min_df=2: "dog dog" is still one document.
     shared = tokenize(["cat dog dog", "dog bird", "fish fish"], max_df=1.0, min_df=2)
-    assert shared.vocabulary == ["dog"] and not shared.tokens[2].any()
+    assert shared.vocabulary == ("dog",) and not shared.tokens[2].any()
     with pytest.raises(DeepMovieError, match="min_df"):
         tokenize(documents, min_df=0)
     with pytest.raises(DeepMovieError, match="no word is left"):

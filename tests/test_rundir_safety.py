@@ -2,8 +2,7 @@
 ``--out`` claimed (a folder of other files, or another model's run, is never written into without
 ``--overwrite``), a killed writer's temporaries removed, and a damaged file named in one error line.
 
-The commands run in this process: ``deepmovie.cli.main`` with its hard exit turned into SystemExit
-gives the same single stderr line and exit code 2 as a subprocess, without importing PyTorch anew.
+The commands run in this process (conftest's ``deepmovie`` fixture).
 """
 
 from __future__ import annotations
@@ -11,14 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 
-from conftest import write_movies, write_ratings
-from deepmovie import cli, experiment
+from conftest import assert_one_error_line, snapshot, write_movies, write_ratings
+from deepmovie import experiment
 from deepmovie.config import build_config
 from deepmovie.errors import DeepMovieError
 from deepmovie.files import TEMPORARY, write_atomic, write_text
@@ -28,28 +25,6 @@ from deepmovie.rundir import CHECKPOINT, CONFIG, ID_MAPS, MANIFEST, METRICS, REF
 
 DEAD_PID = 2**22 + 1  # above the largest pid_max Linux allows: no process has it
 EPOCHS = ("--set", "epochs=2")
-
-
-class Result(NamedTuple):
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def deepmovie(monkeypatch, capsys):
-    """``deepmovie ARGS`` in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(cli, "_exit_now", sys.exit)
-
-    def call(*args: object) -> Result:
-        monkeypatch.setattr(sys, "argv", ["deepmovie", *map(str, args)])
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exited:
-            cli.main()
-        captured = capsys.readouterr()
-        return Result(exited.value.code or 0, captured.out, captured.err)
-
-    return call
 
 
 @pytest.fixture(scope="module")
@@ -69,23 +44,6 @@ def trained(ratings, tmp_path_factory) -> Path:
 @pytest.fixture
 def run(trained, tmp_path) -> Path:
     return Path(shutil.copytree(trained, tmp_path / "run"))
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
-    """Every entry under ``folder``, itself included: its mtime and, for a file, its bytes."""
-    entries = [folder, *folder.rglob("*")]
-    return {
-        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
-        for p in entries
-    }
-
-
-def assert_one_error_line(result: Result, expected: str) -> None:
-    assert "Traceback" not in result.err, result.err
-    assert result.code == 2, (result.code, result.err)
-    lines = result.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
-    assert expected in lines[0], lines[0]
 
 
 def test_a_write_cut_short_leaves_the_previous_file_and_no_temporary(tmp_path):
@@ -263,7 +221,10 @@ DAMAGED = [  # (file, damage, command that meets it): serving never reads the ch
 def test_a_damaged_file_is_named_in_one_error_line(name, damage, command, run, deepmovie):
     path = run / name
     whole = path.read_bytes()
-    path.write_bytes(b"" if damage == "empty" else whole[: len(whole) // 2 - 1])  # off a line's end
+    cut = len(whole) // 2
+    while b"\n" in whole[cut - 1 : cut + 1]:  # inside a line: a cut at a line's end leaves whole lines
+        cut -= 1
+    path.write_bytes(b"" if damage == "empty" else whole[:cut])
     args = ["recommend", run, "--user", "1"] if command == "recommend" else ["train", "--resume", run, "-q"]
     assert_one_error_line(deepmovie(*args), str(path))
 

@@ -13,17 +13,22 @@ from deepmovie.data.catalog import DEFAULT_DATASET
 from deepmovie.data.dataset import ReadOptions
 from deepmovie.data.interactions import RatingScale
 from deepmovie.errors import DeepMovieError, where
+from deepmovie.files import load_yaml, regular_file
 
 if TYPE_CHECKING:  # the models import torch: only commands that train need it
     from deepmovie.models import ModelParams
 
 EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+# Seeds are below this: models seed each epoch's generator with seed * 1,000,003 + epoch, which
+# PyTorch holds in 64 bits.
+SEEDS = 2**32
+SHOWN_INPUT = 80  # characters of a refused value quoted in its error
 
 
 class ReadConfig(BaseModel):
     """How to read a generic ratings file (MovieLens layouts need none of this)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     sep: str | None = None
     columns: dict[str, str] | None = None
@@ -52,15 +57,21 @@ class ReadConfig(BaseModel):
 class RunConfig(BaseModel):
     """Everything that determines a training run; ``params`` are the model's own settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str
     data: str = DEFAULT_DATASET
     split: str = "random:0.1"
     test_file: str | None = None
     item_docs: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=SEEDS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_memory: int | None = Field(
+        None,
+        gt=0,
+        description="bytes the model may take with its gradients and optimizer state, e.g. 8GB "
+        "(None: 80% of what the device has free); a limit, not part of the run",
+    )
     valid_fraction: float = Field(0.1, ge=0, lt=1)
     rank_k: int = Field(0, ge=0, description="also report top-K ranking metrics on the test rows (0: off)")
     relevant_rating: float = Field(4.0, description="test ratings at or above this are relevant for ranking")
@@ -69,6 +80,13 @@ class RunConfig(BaseModel):
     )
     read: ReadConfig = Field(default_factory=ReadConfig)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("max_memory", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        from deepmovie.machine import parse_size  # imports torch: only when a limit is given
+
+        return parse_size(value) if isinstance(value, str) else value
 
     def model_params(self) -> ModelParams:
         """The model's validated parameters (defaults filled in)."""
@@ -100,18 +118,37 @@ def build_config(values: dict[str, Any]) -> RunConfig:
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DeepMovieError(f"{path}: no such file")
+    """A config file's fields: UTF-8 YAML whose top level is a mapping (errors name the line)."""
+    raw = regular_file(path).read_bytes()
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DeepMovieError(f"{where(path, line)}: not valid UTF-8 text ({exc.reason})") from None
+    try:
+        values = load_yaml(text) or {}
     except yaml.YAMLError as exc:  # its message spans lines; the CLI's error is one line
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        line = mark.line + 1 if mark is not None else None
+        if mark is not None:
+            line = mark.line + 1
+        elif isinstance(exc, yaml.reader.ReaderError):  # a character YAML refuses (a NUL, a control)
+            line = text.count("\n", 0, exc.position) + 1
+        else:
+            line = None
         raise DeepMovieError(f"{where(path, line)}: not valid YAML ({problem})") from None
     if not isinstance(values, dict):
         raise DeepMovieError(f"{path}: expected a mapping of config fields")
     return values
+
+
+def with_section(values: dict[str, Any], name: str, updates: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with its mapping ``name`` (``params``, ``read``) updated by ``updates``; a section that
+    is not a mapping (``params: [1, 2]`` in a config file) is refused naming it."""
+    section = values.get(name) or {}
+    if not isinstance(section, dict):
+        raise DeepMovieError(f"config field {name!r}: expected a mapping (got {section!r})")
+    return {**values, name: {**section, **updates}}
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
@@ -122,8 +159,8 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise DeepMovieError(f"--set {text!r}: expected key=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+            value = load_yaml(raw) if raw.strip() else None
+        except yaml.YAMLError:  # kept as text: the parameter's own validation names it
             value = raw
         if isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value):
             value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
@@ -147,4 +184,7 @@ def _describe(exc: ValidationError, what: str, cls: type[BaseModel]) -> str:
             owner = annotation
         known = ", ".join(owner.model_fields)
         return f"unknown {what} {field!r} (known: {known})"
-    return f"{what} {field!r}: {error['msg']} (got {error.get('input')!r})"
+    shown = repr(error.get("input"))
+    if len(shown) > SHOWN_INPUT:  # a 10,000-character --set value is named, not echoed
+        shown = f"{shown[:SHOWN_INPUT]}... ({len(shown):,} characters)"
+    return f"{what} {field!r}: {error['msg']} (got {shown})"

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from deepmovie.errors import DeepMovieError
-from deepmovie.files import is_stale_temporary, remove_stale_temporaries, write_text
+from deepmovie.files import is_stale_temporary, load_yaml, path_kind, remove_stale_temporaries, write_text
 
 CONFIG = "config.yaml"  # the fully resolved RunConfig
 METRICS = "metrics.jsonl"  # one line per epoch
@@ -38,6 +38,7 @@ REFIT = "refit"  # per fold: the refit's checkpoint and metrics
 FOLD_PREFIX = "fold-"
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, WEIGHTS, ID_MAPS, SUMMARY, MANIFEST, ITEMS, USERS, SEEN)
 SHOWN = 4  # entries of a refused folder named in its message
+LIMITS = {"max_memory"}  # config fields that bound a run without being part of what it is
 
 
 def claim(out: Path, marks: Iterable[str], what: str, *, overwrite: bool = False) -> bool:
@@ -47,10 +48,11 @@ def claim(out: Path, marks: Iterable[str], what: str, *, overwrite: bool = False
     Decided before anything is touched, so a refused folder is left exactly as it was; a taken one
     loses only its stale temporaries.
     """
-    if out.exists() and not out.is_dir():
+    kind = path_kind(out)
+    if kind not in (None, "folder"):
         raise DeepMovieError(f"{out}: exists and is not a directory")
-    held = any((out / mark).exists() for mark in marks)
-    entries = sorted(p.name for p in out.iterdir() if not is_stale_temporary(p)) if out.is_dir() else []
+    held = kind == "folder" and any((out / mark).exists() for mark in marks)
+    entries = sorted(p.name for p in out.iterdir() if not is_stale_temporary(p)) if kind else []
     if entries and not held and not overwrite:
         shown = ", ".join(entries[:SHOWN]) + (
             f" and {len(entries) - SHOWN} more" if len(entries) > SHOWN else ""
@@ -59,7 +61,10 @@ def claim(out: Path, marks: Iterable[str], what: str, *, overwrite: bool = False
             f"{out}: not empty and not {what} (holds {shown}); choose another --out, "
             "or pass --overwrite to write into it"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, a name too long, a folder we may not write in
+        raise DeepMovieError(f"{out}: cannot be made a folder ({exc.strerror})") from None
     remove_stale_temporaries(out)
     return held
 
@@ -85,7 +90,7 @@ def claim_run(out: Path, config: str, *, overwrite: bool = False, resume: bool =
         return
     found = _run_config(out)
     if found is not None and not overwrite:
-        raise DeepMovieError(_held(out, found, yaml.safe_load(config)))
+        raise DeepMovieError(_held(out, found, load_yaml(config)))
     claim(out, (), "a DeepMovie run", overwrite=overwrite)
     for folder in reversed(_run_folders(out)):  # an earlier run's files, deepest first
         for name in RUN_FILES:
@@ -109,7 +114,7 @@ def check_files(out: Path) -> None:
                 )
     config, summary = out / CONFIG, read_summary(out)
     if config.is_file() and summary is not None and summary.get("config") is not None:
-        differ = differing(yaml.safe_load(config.read_text()), summary["config"])
+        differ = differing(load_yaml(config.read_text()), summary["config"])
         if differ:
             raise DeepMovieError(
                 f"{config}: disagrees with the config in {SUMMARY} ({', '.join(differ)} differ); "
@@ -132,16 +137,17 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 
 def differing(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """The fields two configs disagree on, as JSON reads them back (a tuple equals its list)."""
+    """The fields two configs disagree on, as JSON reads them back (a tuple equals its list). Limits
+    (:data:`LIMITS`) are left out: they may refuse a run, never change what it computes."""
     found, wanted = json.loads(json.dumps(found)), json.loads(json.dumps(wanted))
-    return sorted(k for k in found.keys() | wanted.keys() if found.get(k) != wanted.get(k))
+    return sorted(k for k in (found.keys() | wanted.keys()) - LIMITS if found.get(k) != wanted.get(k))
 
 
 def _run_config(out: Path) -> dict[str, Any] | None:
     """The config a run directory's ``config.yaml`` holds; None where there is no readable one that
     names a model (no run, a damaged one, or another program's file)."""
     try:
-        values = yaml.safe_load((out / CONFIG).read_text())
+        values = load_yaml((out / CONFIG).read_text())
     except (OSError, ValueError, yaml.YAMLError):
         return None
     return values if isinstance(values, dict) and "model" in values else None
@@ -179,7 +185,7 @@ def _problem(path: Path) -> str | None:
             return f"{bad} fails its checksum" if bad is not None else None
         text = path.read_text()
         if path.suffix == ".yaml":
-            values = yaml.safe_load(text)
+            values = load_yaml(text)
             return None if isinstance(values, dict) else "not a mapping"
         for line in text.splitlines() if path.suffix == ".jsonl" else [text]:
             if line.strip():

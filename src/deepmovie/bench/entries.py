@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepmovie.config import RunConfig, build_config, load_config_file
+from deepmovie.config import RunConfig, build_config, load_config_file, with_section
 from deepmovie.data import catalog
 from deepmovie.errors import DeepMovieError
 
@@ -108,6 +108,7 @@ class Setting:
     split: str | None = None
     test_file: str | None = None
     device: str | None = None
+    max_memory: int | None = None  # bytes a model may take (None: the default share of free memory)
     params: dict[str, Any] = field(default_factory=dict)  # --set, applied to every entry
     tuned: bool = False
     config_dir: Path = Path("configs")
@@ -127,10 +128,11 @@ class Setting:
         values["model"] = entry.model
         if self.device is not None:
             values["device"] = self.device
+        if self.max_memory is not None:
+            values["max_memory"] = self.max_memory
         if self.rank_k is not None:
             values.update(rank_k=self.rank_k, relevant_rating=self.relevant_rating)
-        values["params"] = {**(values.get("params") or {}), **entry.params, **self.params}
-        return build_config(values)
+        return build_config(with_section(values, "params", {**entry.params, **self.params}))
 
     def rows_config(self, seed: int) -> RunConfig:
         """A config that names only the rows (data, split, seed): what peers are fitted and scored on."""

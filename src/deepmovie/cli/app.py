@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from deepmovie.cli.report import print_summary
-from deepmovie.config import build_config, load_config_file, parse_assignments
+from deepmovie.config import build_config, load_config_file, parse_assignments, with_section
 from deepmovie.errors import DeepMovieError
 
 app = typer.Typer(
@@ -28,6 +28,10 @@ Seed = Annotated[int | None, typer.Option(help="seed of the split, initialisatio
 Sets = Annotated[list[str] | None, typer.Option("--set", help="model parameter key=value (repeatable)")]
 Device = Annotated[str | None, typer.Option(help="auto, cpu or cuda")]
 ConfigFile = Annotated[Path | None, typer.Option(help="YAML config (as written to a run directory)")]
+MaxMemory = Annotated[
+    str | None,
+    typer.Option(help="memory a model may take (weights, gradients, optimizer), e.g. 8GB; default: 80% free"),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q")]
 Overwrite = Annotated[
     bool,
@@ -145,6 +149,7 @@ def train(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="run directory to write")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the run in this directory")] = None,
+    max_memory: MaxMemory = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -158,7 +163,10 @@ def train(
     from deepmovie.recommender.artifacts import read_config
 
     if resume is not None:
-        summary = run(read_config(resume), resume, resume=True, overwrite=overwrite, quiet=quiet)
+        resumed = read_config(resume)
+        if max_memory is not None:  # a limit, not part of the run: it may change when the run resumes
+            resumed = resumed.model_copy(update={"max_memory": _bytes(max_memory)})
+        summary = run(resumed, resume, resume=True, overwrite=overwrite, quiet=quiet)
         _print_summary(summary)
         return
     values: dict[str, Any] = load_config_file(config) if config else {}
@@ -178,9 +186,10 @@ def train(
         "valid_fraction": valid_fraction,
         "refit": refit,
         "rank_k": rank_k,
+        "max_memory": _bytes(max_memory),
     }
     values.update({k: v for k, v in given.items() if v is not None})
-    read = dict(values.get("read") or {})
+    read: dict[str, Any] = {}
     if sep is not None:
         read["sep"] = {"tab": "\t", "\\t": "\t"}.get(sep, sep)
     if columns is not None:
@@ -192,8 +201,7 @@ def train(
     if rating_scale is not None:
         low, _, high = rating_scale.partition(":")
         read["rating_scale"] = (low, high)
-    values["read"] = read
-    values["params"] = {**(values.get("params") or {}), **parse_assignments(set_ or [])}
+    values = with_section(with_section(values, "read", read), "params", parse_assignments(set_ or []))
     run_config = build_config(values)
     summary = run(run_config, out, overwrite=overwrite, quiet=quiet)
     _print_summary(summary)
@@ -205,6 +213,18 @@ def _print_summary(summary: dict) -> None:
 
     if distributed.is_main():
         print_summary(summary)
+
+
+def _bytes(max_memory: str | None) -> int | None:
+    """``--max-memory`` in bytes (None: not given)."""
+    if max_memory is None:
+        return None
+    from deepmovie.machine import parse_size
+
+    try:
+        return parse_size(max_memory)
+    except ValueError as exc:
+        raise DeepMovieError(f"--max-memory {max_memory!r}: {exc}") from None
 
 
 def _pairs(text: str, option: str) -> dict[str, str]:
@@ -239,6 +259,7 @@ def tune(
     timeout: Annotated[
         float | None, typer.Option(help="stop starting trials after this many seconds")
     ] = None,
+    max_memory: MaxMemory = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -258,9 +279,10 @@ def tune(
         "device": device,
         "valid_fraction": valid_fraction,
         "refit": refit,
+        "max_memory": _bytes(max_memory),
     }
     values.update({k: v for k, v in given.items() if v is not None})
-    values["params"] = {**(values.get("params") or {}), **parse_assignments(set_ or [])}
+    values = with_section(values, "params", parse_assignments(set_ or []))
     summary = run_tune(
         build_config(values),
         out,
@@ -332,6 +354,7 @@ def bench(
     suite: Annotated[str | None, typer.Option(help="tutorial, lecture, dlrm or deepmovie")] = None,
     device: Device = None,
     note: Annotated[list[str] | None, typer.Option(help="a line for results.md, e.g. the load")] = None,
+    max_memory: MaxMemory = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -354,6 +377,7 @@ def bench(
         params=parse_assignments(set_ or []),
         peers=[p for p in (peers or "").split(",") if p],
         device=device,
+        max_memory=_bytes(max_memory),
         rank_k=rank_k,
         command=shlex.join(["deepmovie", *sys.argv[1:]]),
         notes=note,
@@ -388,15 +412,16 @@ AnyRun = Annotated[
 ]
 
 
-def _served(run: Path | None, ranker: Path | None, rater: Path | None) -> Any:
+def _served(run: Path | None, ranker: Path | None, rater: Path | None, max_memory: str | None) -> Any:
     """The recommender of RUN (or --ranker), paired with --rater: both trained on the same data."""
     from deepmovie.recommender import Recommender
 
     if (run is None) == (ranker is None):
         raise DeepMovieError("give one run: RUN or --ranker RUN (with --rater RUN for predicted stars)")
-    recommender = Recommender.load(run or ranker)
+    limit = _bytes(max_memory)
+    recommender = Recommender.load(run or ranker, max_memory=limit)
     if rater is not None:
-        recommender.pair(Recommender.load(rater))
+        recommender.pair(Recommender.load(rater, max_memory=limit))
     return recommender
 
 
@@ -407,11 +432,12 @@ def predict(
     run: AnyRun = None,
     ranker: RankerRun = None,
     rater: RaterRun = None,
+    max_memory: MaxMemory = None,
     as_json: AsJson = False,
 ) -> None:
     """Predict one user's rating of one item (the rater's, where one is paired; a ranking model's
     own score otherwise)."""
-    recommender = _served(run, ranker, rater)
+    recommender = _served(run, ranker, rater, max_memory)
     model = recommender.rater or recommender
     result = model.predict(user, item)
     what = "stars" if model.model.task == "rating" else f"{model.model.task} score"
@@ -452,6 +478,7 @@ def recommend(
         bool, typer.Option(help="show the rated items behind each item (because you liked ...)")
     ] = True,
     include_seen: Annotated[bool, typer.Option(help="keep items the user already rated")] = False,
+    max_memory: MaxMemory = None,
     as_json: AsJson = False,
 ) -> None:
     """Top-K items for a known user (--user) or for a new one given by a few ratings (--ratings),
@@ -460,7 +487,7 @@ def recommend(
 
     if (user is None) == (ratings is None):
         raise DeepMovieError("recommend needs exactly one of a user id (--user) or ratings (--ratings)")
-    recommender = _served(run, ranker, rater)
+    recommender = _served(run, ranker, rater, max_memory)
     options = {
         "k": k,
         "offset": offset,
@@ -500,10 +527,11 @@ def similar(
     run: AnyRun = None,
     ranker: RankerRun = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="how many items")] = 10,
+    max_memory: MaxMemory = None,
     as_json: AsJson = False,
 ) -> None:
     """The K items most similar to an item (the model's item-item weights where it has them)."""
-    result = _served(run, ranker, None).similar(item, k=k)
+    result = _served(run, ranker, None, max_memory).similar(item, k=k)
     header = f"similar to {result.item.title or result.item.item} ({result.method}):"
     lines = [_movie_line(n, m, f"{m.similarity:.3f}") for n, m in enumerate(result.items, start=1)]
     _emit(result, as_json, [header, *lines])
@@ -521,6 +549,7 @@ def serve(
         int, typer.Option(min=1, help="largest request body in bytes (413 above)")
     ] = 1_000_000,
     max_k: Annotated[int, typer.Option(min=1, help="most items one request may ask for (422 above)")] = 1000,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Serve the REST API (docs at /docs) and the web page (/) of a run, or of a ranker paired with a
     rater (--ranker RUN --rater RUN: ordered by the ranker, stars from the rater)."""
@@ -531,7 +560,7 @@ def serve(
 
     from deepmovie.serving.api import create_app, serve_env
 
-    recommender = _served(run, ranker, rater)  # a bad run directory fails here, as one error line
+    recommender = _served(run, ranker, rater, max_memory)  # a bad run directory fails here, in one line
     served = f"{run or ranker} ({recommender.model_name})"
     if rater is not None:
         served += f" with stars from {rater} ({recommender.rater.model_name})"

@@ -23,6 +23,7 @@ from deepmovie.data.movielens import Layout, detect_layout, load_side_info
 from deepmovie.data.readers import RawRatings, _is_number, id_values, read_ratings, to_int64
 from deepmovie.data.side import ItemInfo, UserInfo
 from deepmovie.errors import DeepMovieError, where
+from deepmovie.files import path_kind, regular_file
 
 log = logging.getLogger("deepmovie")
 CACHE_MIN_ROWS = 1_000_000  # below this, parsing is already faster than any cache bookkeeping
@@ -48,6 +49,7 @@ class Dataset:
     items: ItemInfo | None = None
     users: UserInfo | None = None
     test_rows: np.ndarray | None = None  # rows that came from an explicit --test-file
+    items_with_text: int | None = None  # items whose document came from --item-docs (None: no such file)
 
     @property
     def n_users(self) -> int:
@@ -59,9 +61,12 @@ class Dataset:
 
     def describe(self) -> str:
         density = len(self.interactions) / max(self.n_users * self.n_items, 1)
+        # The run summary's "dataset": how many documents are real text, not built from metadata.
+        texts = "" if self.items_with_text is None else f", {self.items_with_text:,} items with text"
         return (
             f"{self.name}: {len(self.interactions):,} ratings, {self.n_users:,} users, "
-            f"{self.n_items:,} items, density {density:.4%}, scale {self.scale.low:g}..{self.scale.high:g}"
+            f"{self.n_items:,} items{texts}, density {density:.4%}, "
+            f"scale {self.scale.low:g}..{self.scale.high:g}"
         )
 
     @classmethod
@@ -177,7 +182,7 @@ def load_dataset(
         )
     )
     scale = ratings_options.scale
-    paths = [ratings_path] + ([Path(test_file)] if test_file else [])
+    paths = [ratings_path] + ([regular_file(Path(test_file))] if test_file else [])
     users, items, ratings, timestamps, test_rows, user_ids, item_ids = _read_cached(paths, ratings_options)
     if scale is None:
         scale = RatingScale.infer(ratings)
@@ -194,10 +199,12 @@ def load_dataset(
     if folder is not None:
         item_info, user_info = load_side_info(folder, item_ids, user_ids)
         _check_listed(ratings_path, interactions, user_ids, item_ids, item_info, user_info)
+    items_with_text = None
     if item_docs is not None:
         if item_info is None:
             raise DeepMovieError(f"{item_docs}: item documents need item metadata, and {data} has none")
-        item_info.load_documents(Path(item_docs), item_ids)
+        items_with_text = item_info.load_documents(Path(item_docs), item_ids)
+        log.info("%s of %s items have text from %s", f"{items_with_text:,}", f"{len(item_ids):,}", item_docs)
     name = str(data) if str(data) in catalog.RELEASES else Path(data).name
     return Dataset(
         name,
@@ -210,6 +217,7 @@ def load_dataset(
         item_info,
         user_info,
         test_rows,
+        items_with_text,
     )
 
 
@@ -224,11 +232,14 @@ def _resolve(data: str) -> tuple[Path | None, Path, Layout]:
         layout, path = detect_layout(folder)
         return folder, path, layout
     path = Path(data)
-    if path.is_dir():
+    kind = path_kind(path)
+    if kind == "folder":
         layout, ratings = detect_layout(path)
         return path, ratings, layout
-    if path.is_file():
+    if kind == "file":
         return path.parent, path, Layout("generic", path.name)
+    if kind == "other":
+        regular_file(path)  # refuses it, naming what it is
     known = ", ".join(catalog.RELEASES)
     raise DeepMovieError(f"{data}: no such file or folder, and not a dataset name ({known})")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,12 +12,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from deepmovie.data.interactions import IdMap, RatingScale
-from deepmovie.data.side import ItemInfo, UserInfo, age_group
+from deepmovie.data.side import ItemInfo, UserInfo, age_group, read_text
 from deepmovie.errors import DeepMovieError, where
+from deepmovie.files import regular_file
 
 WHOLE_STARS = RatingScale(1.0, 5.0, 1.0)
 HALF_STARS = RatingScale(0.5, 5.0, 0.5)
 GENOME_TOP_TAGS = 10
+ARROW_ROW = re.compile(r"Row #(\d+): ")  # how PyArrow's single-threaded reader places a bad row
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def load_side_info(folder: Path, item_ids: IdMap, user_ids: IdMap) -> tuple[Item
         rows = _csv_rows(folder / "movies.csv", 3)
         items = _items_from_rows(rows, item_ids, _tags_csv(folder))
     if (folder / "u.user").is_file():
-        rows = _split_lines(folder / "u.user", "|", 5)
+        rows = _split_lines(folder / "u.user", "|", 5, whole=1)
         users = _users(rows, user_ids, age=1, gender=2, occupation=3, zip_code=4, exact_age=True)
     elif (folder / "users.dat").is_file():
         rows = _split_lines(folder / "users.dat", "::", 5)
@@ -79,32 +82,36 @@ def load_side_info(folder: Path, item_ids: IdMap, user_ids: IdMap) -> tuple[Item
     return items, users
 
 
-def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")  # ML-100K and ML-1M side files are ISO-8859-1
-
-
-def _split_lines(path: Path, sep: str, fields: int) -> list[list[str]]:
+def _split_lines(path: Path, sep: str, fields: int, whole: int | None = None) -> list[list[str]]:
+    """The rows of a delimited side file, each with at least ``fields`` fields (and field ``whole`` an
+    integer, where given)."""
     rows = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split(sep, fields - 1) if sep == "::" else line.split(sep)
         if len(parts) < fields:
             raise DeepMovieError(f"{where(path, number)}: expected {fields} fields separated by {sep!r}")
+        if whole is not None and not parts[whole].strip().isdigit():
+            problem = f"field {whole + 1} {parts[whole]!r} is not a whole number"
+            raise DeepMovieError(f"{where(path, number)}: {problem}")
         rows.append(parts)
     return rows
 
 
 def _csv_rows(path: Path, fields: int) -> list[list[str]]:
-    rows = list(csv.reader(_read_text(path).splitlines()))[1:]
-    for number, row in enumerate(rows, start=2):
-        if len(row) < fields:
-            raise DeepMovieError(f"{where(path, number)}: expected {fields} comma-separated fields")
-    return rows
+    """The rows after the header of a CSV side file, each with at least ``fields`` fields."""
+    reader = csv.reader(read_text(path).splitlines())
+    rows = []
+    try:
+        for row in reader:
+            if reader.line_num > 1 and len(row) < fields:
+                problem = f"expected {fields} comma-separated fields"
+                raise DeepMovieError(f"{where(path, reader.line_num)}: {problem}")
+            rows.append(row)
+    except csv.Error as exc:  # a field past the csv module's limit (131,072 characters)
+        raise DeepMovieError(f"{where(path, reader.line_num)}: {exc}") from None
+    return rows[1:]
 
 
 def _items_from_rows(rows: list[list[str]], item_ids: IdMap, tags: dict) -> ItemInfo:
@@ -158,12 +165,7 @@ def _tags_dat(path: Path) -> dict[str, list[str]]:
 def _tags_csv(folder: Path) -> dict[str, list[str]]:
     tags: dict[str, list[str]] = {}
     if (folder / "tags.csv").is_file():
-        table = pacsv.read_csv(
-            folder / "tags.csv",
-            convert_options=pacsv.ConvertOptions(
-                include_columns=["movieId", "tag"], column_types={"movieId": pa.string(), "tag": pa.string()}
-            ),
-        )
+        table = _side_csv(folder / "tags.csv", {"movieId": pa.string(), "tag": pa.string()})
         tags = _group_tags(zip(table["movieId"].to_pylist(), table["tag"].to_pylist(), strict=True))
     genome = _genome_top_tags(folder)
     for item, words in genome.items():
@@ -186,12 +188,15 @@ def _genome_top_tags(folder: Path) -> dict[str, list[str]]:
     scores, names = folder / "genome-scores.csv", folder / "genome-tags.csv"
     if not (scores.is_file() and names.is_file()):
         return {}
-    tag_names = pacsv.read_csv(names)
+    tag_names = _side_csv(names, {"tagId": pa.int64(), "tag": pa.string()})
     lookup = dict(zip(tag_names["tagId"].to_pylist(), tag_names["tag"].to_pylist(), strict=True))
-    table = pacsv.read_csv(scores)
+    table = _side_csv(scores, {"movieId": pa.int64(), "tagId": pa.int64(), "relevance": pa.float64()})
     movie = table["movieId"].to_numpy()
     tag = table["tagId"].to_numpy()
     relevance = table["relevance"].to_numpy()
+    unknown = np.setdiff1d(tag, np.fromiter(lookup, dtype=np.int64, count=len(lookup)))
+    if len(unknown):
+        raise DeepMovieError(f"{scores}: tag {unknown[0]} is not in {names.name}")
     order = np.lexsort((-relevance, movie))
     movie, tag = movie[order], tag[order]
     starts = np.flatnonzero(np.r_[True, movie[1:] != movie[:-1]])
@@ -201,3 +206,21 @@ def _genome_top_tags(folder: Path) -> dict[str, list[str]]:
         chunk = tag[start : min(start + GENOME_TOP_TAGS, end)]
         top[str(movie[start])] = [lookup[t] for t in chunk.tolist()]
     return top
+
+
+def _side_csv(path: Path, columns: dict[str, pa.DataType]) -> pa.Table:
+    """``columns`` of a CSV side file (tags, the tag genome), typed; a ragged row, a missing column or
+    a value of another type is refused naming the file, and the line where PyArrow tells it."""
+    convert = pacsv.ConvertOptions(include_columns=list(columns), column_types=columns)
+    try:
+        return pacsv.read_csv(regular_file(path), convert_options=convert)
+    except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
+        error = exc
+    try:  # error path only: again on one thread, whose errors number the rows
+        pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=False), convert_options=convert)
+    except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
+        error = exc
+    message = str(error).splitlines()[0]
+    row = ARROW_ROW.search(message)
+    line = int(row[1]) if row else None
+    raise DeepMovieError(f"{where(path, line)}: {ARROW_ROW.sub('', message)}") from None

@@ -7,6 +7,7 @@ are kept exactly as written: integers as int64, anything else as text, never thr
 
 from __future__ import annotations
 
+import codecs
 import csv
 import itertools
 import re
@@ -21,6 +22,7 @@ import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
 from deepmovie.errors import DeepMovieError, where
+from deepmovie.files import regular_file
 
 ROLES = ("user", "item", "rating", "timestamp")
 ALIASES = {
@@ -34,6 +36,22 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 CHUNK = 1 << 26  # bytes handed to PyArrow at a time (and per progress step)
 BLOCK = 1 << 22  # PyArrow's block: its unit of parallel parsing within a chunk
 PROGRESS_MIN_BYTES = 64 << 20  # files smaller than this load too fast to need a bar
+MAX_LINE = 1 << 16  # characters: a row of ratings is a few short fields; a longer line is not one
+# What a file that is not text starts with: refused by name rather than parsed as garbage.
+MAGIC = {
+    b"\x1f\x8b": "gzip archive",
+    b"PK\x03\x04": "zip archive",
+    b"BZh": "bzip2 archive",
+    b"\xfd7zXZ\x00": "xz archive",
+    b"\x28\xb5\x2f\xfd": "zstd archive",
+    b"PAR1": "Parquet file",
+}
+BYTE_ORDER_MARKS = (  # UTF-32's first: its little-endian mark begins with UTF-16's
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 # An integer as a CSV file may write it in a column of numbers ("7", "+7", "-7.0"); group 1 is what
 # Arrow's int64 cast reads. One pattern for Arrow (RE2) and Python.
 WHOLE_NUMBER = r"^[ \t]*\+?(-?[0-9]+)(?:\.0*)?[ \t]*$"
@@ -62,12 +80,54 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _text_encoding(path: Path, encoding: str) -> str:
+    """The encoding to read ``path`` with: ``encoding`` (utf-8-sig for UTF-8 that starts with a
+    byte-order mark). An unknown encoding, an archive or a Parquet file, and UTF-16 or UTF-32 text
+    read as another encoding are refused naming the file, rather than parsed as garbage."""
+    try:
+        family = codecs.lookup(encoding).name
+        "".encode(encoding)  # refuses codecs that are not text encodings (base64, rot13)
+    except LookupError:
+        raise DeepMovieError(
+            f"{path}: {encoding!r} is not a text encoding Python knows (e.g. utf-8, latin-1, utf-16)"
+        ) from None
+    with open(path, "rb") as handle:
+        start = handle.read(8)
+    kind = next((kind for magic, kind in MAGIC.items() if start.startswith(magic)), None)
+    if kind is not None:
+        what = "name it .parquet" if kind == "Parquet file" else "unpack it first"
+        raise DeepMovieError(f"{path}: a {kind}, not a text file of ratings ({what})")
+    for mark, name in BYTE_ORDER_MARKS:
+        if start.startswith(mark) and not family.startswith(name):
+            raise DeepMovieError(
+                f"{path}: {name.upper()} text (it starts with a byte-order mark); pass --encoding {name}"
+            )
+    return "utf-8-sig" if family == "utf-8" and start.startswith(codecs.BOM_UTF8) else encoding
+
+
 def _first_line(path: Path, encoding: str) -> tuple[str, int]:
-    """The first non-blank line, and how many blank lines come before it."""
-    with open(path, encoding=encoding, errors="replace") as handle:
-        for number, line in enumerate(handle):
-            if line.strip():
-                return line.rstrip("\r\n"), number
+    """The first non-blank line, and how many blank lines come before it; a line too long to be a row,
+    or one with NUL characters (binary data), is refused naming it."""
+    try:
+        with open(path, encoding=encoding, errors="replace") as handle:
+            for number in itertools.count(1):
+                line = handle.readline(MAX_LINE + 1)
+                if not line:
+                    break
+                if len(line) > MAX_LINE:
+                    raise DeepMovieError(
+                        f"{where(path, number)}: longer than {MAX_LINE:,} characters, so not a row of "
+                        "ratings (binary data, or a file without line breaks?)"
+                    )
+                if "\0" in line:
+                    raise DeepMovieError(
+                        f"{where(path, number)}: NUL characters: binary data, or UTF-16 text without a "
+                        "byte-order mark (then pass --encoding utf-16-le)"
+                    )
+                if line.strip():
+                    return line.rstrip("\r\n"), number - 1
+    except UnicodeError as exc:  # a decoder that cannot start (UTF-16 without a byte-order mark)
+        raise DeepMovieError(f"{where(path, 1)}: not valid {encoding} text ({exc})") from None
     raise DeepMovieError(f"{path}: the file is empty (no rating rows)")
 
 
@@ -90,7 +150,7 @@ def _resolve_columns(names: list[str], columns: dict[str, str] | None, path: Pat
         wanted = (columns or {}).get(role)
         if wanted is not None:
             if wanted.isdigit():
-                positions[role] = int(wanted)
+                positions[role] = _position(wanted, role, len(names), path)
             elif wanted.lower() in lowered:
                 positions[role] = lowered.index(wanted.lower())
             else:
@@ -110,6 +170,20 @@ def _resolve_columns(names: list[str], columns: dict[str, str] | None, path: Pat
     return positions
 
 
+def _position(text: str, role: str, width: int, path: Path) -> int:
+    """A column given by its position (``--columns user=0``), which the first line must have."""
+    if not text.isdigit():
+        raise DeepMovieError(
+            f"{where(path, 1)}: column {text!r} for {role} is a name, and the file has no header: "
+            "give its position (0 is the first)"
+        )
+    if int(text) >= width:
+        raise DeepMovieError(
+            f"{where(path, 1)}: column {text} for {role} is past the {width} field(s) of the first line"
+        )
+    return int(text)
+
+
 def read_ratings(
     path: str | Path,
     *,
@@ -119,14 +193,16 @@ def read_ratings(
     encoding: str = "utf-8",
 ) -> RawRatings:
     """Read user, item, rating and (optional) timestamp columns from a ratings file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DeepMovieError(f"{path}: no such file")
+    path = regular_file(Path(path))
     if path.stat().st_size == 0:
         raise DeepMovieError(f"{path}: the file is empty (no rating rows)")
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return _read_parquet(path, columns)
-
+    if sep is not None and not (sep == "::" or (len(sep) == 1 and sep not in '"\r\n')):
+        raise DeepMovieError(
+            f"{path}: delimiter {sep!r}: give one character (not a quote or a line break), or '::'"
+        )
+    encoding = _text_encoding(path, encoding)
     first, blank_lines = _first_line(path, encoding)
     sep = sep or sniff_delimiter(first, path)
     fields = first.split(sep)
@@ -140,11 +216,9 @@ def read_ratings(
         header = header or not _is_number(fields[2].strip().strip('"'))
     if header:
         positions = _resolve_columns(fields, columns, path)
-    else:
-        positions = {role: int((columns or {}).get(role, i)) for i, role in enumerate(ROLES)}
-        if "timestamp" not in (columns or {}) and len(fields) < 4:
-            positions.pop("timestamp")
-    positions = {r: p for r, p in positions.items() if p < len(fields)}
+    else:  # the given positions, else user, item, rating and (where there is one) timestamp in order
+        positions = {role: i for i, role in enumerate(ROLES) if i < len(fields)}
+        positions |= {role: _position(p, role, len(fields), path) for role, p in (columns or {}).items()}
 
     # PyArrow takes one-character delimiters: read "a::b" as "a", "", "b" and skip the blanks.
     physical = 2 if sep == "::" else 1
@@ -195,9 +269,13 @@ def _read_csv_chunks(
     )
     tables = []
     skip = read.pop("skip_rows")
+    one_byte_nul = "a\0\n".encode(read["encoding"]).endswith(b"a\0\n")  # UTF-16 text is full of NULs
     with open(path, "rb") as handle, bar:
         while data := handle.read(CHUNK):
             data += handle.readline()  # finish the last line of the chunk
+            if one_byte_nul and (nul := data.find(b"\0")) >= 0:
+                line = _line_at(path, handle.tell() - len(data) + nul)
+                raise DeepMovieError(f"{where(path, line)}: a NUL character: binary data, not text")
             options = pacsv.ReadOptions(skip_rows=skip if not tables else 0, **read)
             tables.append(
                 pacsv.read_csv(
@@ -301,9 +379,12 @@ def _columns_to_raw(table: pa.Table, wanted: dict[str, str], path: Path, header_
     timestamps = None
     if "timestamp" in wanted:
         ts = column("timestamp")
-        if ts.dtype.kind == "f" and not np.isfinite(ts).all():
-            row = int(np.flatnonzero(~np.isfinite(ts))[0])
-            raise DeepMovieError(f"{where(path, _line(path, row, header_lines))}: timestamp is {ts[row]}")
+        unusable = ~(np.isfinite(ts) & (np.abs(ts) < 2.0**63)) if ts.dtype.kind == "f" else None
+        if unusable is not None and unusable.any():  # int64 seconds hold neither these nor NaN
+            row = int(np.flatnonzero(unusable)[0])
+            raise DeepMovieError(
+                f"{where(path, _line(path, row, header_lines))}: timestamp is {ts[row]:g}, not a usable time"
+            )
         timestamps = ts.astype(np.int64, copy=False) if ts.dtype.kind in "fiu" else None
     users, items = column("user"), column("item")
     return RawRatings(users, items, ratings.astype(np.float32, copy=False), timestamps, path, header_lines)
@@ -341,6 +422,16 @@ def to_int64(values: np.ndarray, what: str, at: Callable[[int | None], str]) -> 
     return values.astype(np.int64, copy=False)
 
 
+def _line_at(path: Path, offset: int) -> int:
+    """The line of the byte at ``offset`` (error path only: a scan, a chunk at a time)."""
+    line = 1
+    with open(path, "rb") as handle:
+        while offset > 0 and (data := handle.read(min(offset, CHUNK))):
+            line += data.count(b"\n")
+            offset -= len(data)
+    return line
+
+
 def _line(path: Path, row: int | None, header_lines: int) -> int | None:
     """The line of data row ``row`` (error path only: a scan, since PyArrow skips empty lines)."""
     if header_lines < 0 or row is None:
@@ -360,7 +451,12 @@ def _diagnose(
     """Find the first line PyArrow could not read and say what is wrong with it (every line must
     have the first line's ``width`` fields)."""
     with open(path, "rb") as handle:
-        for number, data in enumerate(handle, start=1):
+        for number, data in enumerate(iter(lambda: handle.readline(MAX_LINE + 1), b""), start=1):
+            if len(data) > MAX_LINE:  # beyond PyArrow's block, or the csv module's field limit
+                return (
+                    f"{where(path, number)}: longer than {MAX_LINE:,} bytes, so not a row of ratings "
+                    "(binary data, or a wrong delimiter?)"
+                )
             try:  # line by line, so that the error names the line the bad byte is on
                 line = data.decode(encoding).rstrip("\r\n")
             except UnicodeDecodeError as exc:

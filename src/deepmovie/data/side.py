@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,10 +12,12 @@ import numpy as np
 
 from deepmovie.data.interactions import IdMap
 from deepmovie.errors import DeepMovieError, where
+from deepmovie.files import regular_file
 
 YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 # MovieLens-1M's age groups; ML-100K's exact ages are bucketed onto them so both share one field.
 AGE_GROUPS = (1, 18, 25, 35, 45, 50, 56)
+PLOT_TABLE_HEADER = "movieId\tsource\ttext"  # movie-text/plots.tsv: several rows (sources) per movie
 
 
 @dataclass
@@ -81,25 +85,58 @@ class ItemInfo:
         return " ".join(p for p in parts if p)
 
     def load_documents(self, path: Path, item_ids: IdMap) -> int:
-        """Replace documents with a ConvMF-style plot file (``item_id::text``); returns lines used."""
-        path = Path(path)
-        if not path.is_file():
-            raise DeepMovieError(f"{path}: no such file")
-        used = 0
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                raw_id, sep, text = line.rstrip("\n").partition("::")
-                if not sep:
-                    raise DeepMovieError(f"{where(path, number)}: expected 'item_id::text'")
-                index = int(item_ids.index_of(np.array([raw_id.strip()]))[0])
-                if index >= 0:
-                    self.documents[index] = text.strip()
-                    used += 1
-        if used == 0:
+        """Replace documents with the texts of a plot file; returns how many items got one.
+
+        Two layouts: ConvMF's ``item_id::text`` lines, or a UTF-8 table whose header line is
+        ``movieId<TAB>source<TAB>text``, one row per movie and source (``movie-text/plots.tsv``). Items the
+        file gives no text keep the document built from their metadata; ids of items absent from the
+        ratings are skipped.
+        """
+        path = regular_file(Path(path))
+        if _is_plot_table(path):
+            return self._load_plot_table(path, item_ids)
+        given: set[int] = set()
+        # Lines as open() reads them: a plot's U+2028 or NEL (0x85 in Latin-1) does not end a line.
+        for number, line in enumerate(io.StringIO(read_text(path), newline=None), start=1):
+            if not line.strip():
+                continue
+            raw_id, sep, text = line.rstrip("\n").partition("::")
+            if not sep:
+                raise DeepMovieError(f"{where(path, number)}: expected 'item_id::text'")
+            index = int(item_ids.index_of(np.array([raw_id.strip()]))[0])
+            if index >= 0:
+                self.documents[index] = text.strip()
+                given.add(index)
+        if not given:
             raise DeepMovieError(f"{path}: no line names an item of this dataset")
-        return used
+        return len(given)
+
+    def _load_plot_table(self, path: Path, item_ids: IdMap) -> int:
+        """A movie's non-blank texts joined in the order of their source names (one source's rows in
+        file order), so its document does not depend on how the table is sorted."""
+        ids: list[str] = []
+        rows: list[tuple[str, str]] = []
+        for number, line in enumerate(io.StringIO(_utf8_text(path), newline=None), start=1):
+            if number == 1 or not line.strip():  # line 1: the header
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != 3:
+                raise DeepMovieError(
+                    f"{where(path, number)}: expected 3 tab-separated fields (movieId, source, text), "
+                    f"got {len(fields)}"
+                )
+            ids.append(fields[0].strip())
+            rows.append((fields[1].strip(), fields[2].strip()))
+        items = item_ids.index_of(np.array(ids, dtype=str)).tolist()
+        texts: dict[int, list[tuple[str, str]]] = {}
+        for item, (source, text) in zip(items, rows, strict=True):
+            if item >= 0 and text:
+                texts.setdefault(item, []).append((source, text))
+        if not texts:
+            raise DeepMovieError(f"{path}: no row gives text to an item of this dataset")
+        for item, parts in texts.items():
+            self.documents[item] = " ".join(text for _, text in sorted(parts, key=lambda part: part[0]))
+        return len(texts)
 
 
 @dataclass
@@ -124,6 +161,37 @@ class UserInfo:
         listed = np.zeros(len(user_ids), dtype=bool)
         listed[index[keep]] = True
         return cls(fields, listed)
+
+
+def _is_plot_table(path: Path) -> bool:
+    """Whether the file's first line is the plot table's header (after a UTF-8 byte order mark)."""
+    with path.open("rb") as handle:
+        first = handle.readline(64)
+    return first.removeprefix(codecs.BOM_UTF8).rstrip(b"\r\n") == PLOT_TABLE_HEADER.encode()
+
+
+def _utf8_text(path: Path) -> str:
+    """A file that must be UTF-8, its byte order mark dropped; the first byte that is not names its line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DeepMovieError(f"{where(path, line)}: not UTF-8 text ({exc.reason})") from None
+
+
+def read_text(path: Path) -> str:
+    """A side file's text: UTF-8, else ISO-8859-1 (as ML-100K's and ML-1M's are written). A NUL
+    character, which no text file holds, is refused naming its line (binary data, or UTF-16)."""
+    raw = regular_file(path).read_bytes()
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise DeepMovieError(f"{where(path, line)}: a NUL character: binary data, not a text file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def age_group(age: int) -> str:

@@ -30,9 +30,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.data.side import ItemInfo, UserInfo
 from deepmovie.errors import DeepMovieError
+from deepmovie.machine import format_size, memory_budget
 from deepmovie.models.factors import Factors
 
 Task = Literal["rating", "like", "implicit"]
+VALUE_BYTES = 4  # float32
+# The copies of every weight a use of the model holds, and what they are.
+COPIES = {
+    "train": (4, "the weights, their gradients and Adam's two moments"),
+    "serve": (2, "the weights and the saved state they are loaded from"),
+}
 
 
 class FoldInUnsupported(DeepMovieError):
@@ -42,7 +49,7 @@ class FoldInUnsupported(DeepMovieError):
 class ModelParams(BaseModel):
     """Settings shared by every model; each family subclasses this with its own fields."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     epochs: int = Field(20, ge=1, description="maximum number of epochs (or ALS sweeps)")
     patience: int = Field(
@@ -78,6 +85,37 @@ class Model(torch.nn.Module):
         super().__init__()
         self.params = params
         self.info = info
+
+    @classmethod
+    def check_size(
+        cls,
+        params: ModelParams,
+        info: DataInfo,
+        *,
+        use: Literal["train", "serve"] = "train",
+        device: torch.device | None = None,
+        max_memory: int | None = None,
+    ) -> None:
+        """Refuse, in one line naming both figures, a model whose weights would not fit, before any is
+        allocated: it is built on PyTorch's meta device (shapes, no storage) and its parameters and
+        buffers counted. ``factors=100000000`` would otherwise take tens of GB in the constructor, before
+        a model's own checks (EASE's, iALS's, which size their working sets) could run."""
+        try:
+            with torch.device("meta"):
+                shape = cls(params, info)
+        except (RuntimeError, NotImplementedError):  # one that reads values as it is built (loads
+            return  # pretrained weights, as the minilm encoder does) has no meta twin: it goes unchecked
+        count = sum(t.numel() for t in (*shape.parameters(), *shape.buffers()))
+        copies, what = COPIES[use]
+        need = count * VALUE_BYTES * copies
+        budget = memory_budget(device or torch.device("cpu"), max_memory)
+        if budget is not None and need > budget[0]:
+            limit, source = budget
+            raise DeepMovieError(
+                f"{cls.name}: {count:,} weights need {format_size(need)} to {use} (float32: {what}), "
+                f"over the {format_size(limit)} limit ({source}); lower the model's sizes, or raise "
+                "--max-memory"
+            )
 
     @property
     def device(self) -> torch.device:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from deepmovie import __version__
 from deepmovie.config import RunConfig, build_config, load_config_file
@@ -25,11 +26,31 @@ from deepmovie.data.dataset import Dataset
 from deepmovie.data.interactions import IdMap, Interactions, RatingScale
 from deepmovie.data.side import ItemInfo, UserInfo
 from deepmovie.errors import DeepMovieError
-from deepmovie.files import write_arrays, write_text
+from deepmovie.files import regular_file, write_arrays, write_text
 from deepmovie.rundir import CONFIG, ID_MAPS, ITEMS, MANIFEST, SEEN, USERS
 from deepmovie.splits import Split
 
 FORMAT = 1
+
+
+class Manifest(BaseModel):
+    """``serving.json`` as read back: every field checked, so a damaged one is named here rather than
+    met as a wrong type (or a NaN scale) in the middle of a request."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    format: int
+    deepmovie: str = "?"
+    scale: RatingScale
+    genre_names: list[str] | None = None
+    user_fields: dict[str, list[str]] | None = None
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, scale: RatingScale) -> RatingScale:
+        if not (scale.low < scale.high and scale.step >= 0):
+            raise ValueError(f"{scale.low:g}..{scale.high:g} in steps of {scale.step:g} is no rating scale")
+        return scale
 
 
 @dataclass(frozen=True)
@@ -143,21 +164,28 @@ def read_config(run_dir: Path) -> RunConfig:
 
 def load_artifacts(root: Path, fold_dir: Path) -> Artifacts:
     """Read and check the artifacts; an unknown format version is refused with the versions named."""
+    path = root / MANIFEST
     try:
-        manifest = json.loads((root / MANIFEST).read_text())
-        version = manifest["format"]
-        scale = RatingScale(**manifest["scale"])
-    except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise DeepMovieError(f"{root / MANIFEST}: not a serving manifest ({exc})") from None
-    if version != FORMAT:
+        values = json.loads(regular_file(path).read_text())
+    except (ValueError, OSError) as exc:
+        raise DeepMovieError(f"{path}: not a serving manifest ({exc})") from None
+    if not isinstance(values, dict) or "format" not in values:
+        raise DeepMovieError(f"{path}: not a serving manifest (no format)")
+    if values["format"] != FORMAT:
         raise DeepMovieError(
-            f"{root / MANIFEST}: artifact format {version!r} (written by deepmovie "
-            f"{manifest.get('deepmovie', '?')}); this deepmovie {__version__} reads format {FORMAT}: "
+            f"{path}: artifact format {values['format']!r} (written by deepmovie "
+            f"{values.get('deepmovie', '?')}); this deepmovie {__version__} reads format {FORMAT}: "
             "train the run again or use a matching deepmovie"
         )
-    ids = _arrays(root / ID_MAPS)
+    try:
+        manifest = Manifest.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise DeepMovieError(f"{path}: not a serving manifest ({field}: {error['msg']})") from None
+    ids = _arrays(root / ID_MAPS, "users", "items")
     user_ids, item_ids = IdMap(ids["users"]), IdMap(ids["items"])
-    seen_arrays = _arrays(fold_dir / SEEN)
+    seen_arrays = _arrays(fold_dir / SEEN, "indptr", "indices", "ratings", "train_mean")
     try:
         seen = sp.csr_matrix(
             (seen_arrays["ratings"], seen_arrays["indices"], seen_arrays["indptr"]),
@@ -169,36 +197,57 @@ def load_artifacts(root: Path, fold_dir: Path) -> Artifacts:
     return Artifacts(
         user_ids,
         item_ids,
-        scale,
+        manifest.scale,
         _items(root, manifest, len(item_ids)),
-        _users(root, manifest),
+        _users(root, manifest, len(user_ids)),
         seen,
         train_mean,
     )
 
 
-def _arrays(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
+def _arrays(path: Path, *names: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` artifact, ``names`` among them."""
+    if not path.exists():
         raise DeepMovieError(f"{path}: no such file (an incomplete run directory)")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
+        with np.load(regular_file(path), allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DeepMovieError(f"{path}: not a readable artifact ({exc})") from None
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise DeepMovieError(f"{path}: no {missing[0]!r} array; this run directory is damaged")
+    return arrays
 
 
-def _items(root: Path, manifest: dict, n_items: int) -> ItemInfo | None:
-    if manifest.get("genre_names") is None:
+def _sized(path: Path, arrays: dict[str, np.ndarray | list], count: int) -> None:
+    """Refuse an artifact whose per-item (or per-user) arrays are not ``count`` long."""
+    for name, values in arrays.items():
+        if len(values) != count:
+            raise DeepMovieError(
+                f"{path}: {name!r} has {len(values):,} rows, not {count:,}; this run directory is damaged"
+            )
+
+
+def _items(root: Path, manifest: Manifest, n_items: int) -> ItemInfo | None:
+    if manifest.genre_names is None:
         return None
-    arrays = _arrays(root / ITEMS)
+    path = root / ITEMS
+    arrays = _arrays(path, "years", "genres", "listed")
+    titles, documents = _unpacked(path, arrays, "titles"), _unpacked(path, arrays, "documents")
+    per_item = {name: arrays[name] for name in ("years", "genres", "listed")}
+    _sized(path, {**per_item, "titles": titles, **({"documents": documents} if documents else {})}, n_items)
+    genres = arrays["genres"]
+    if genres.ndim != 2 or genres.shape[1] != len(manifest.genre_names):
+        raise DeepMovieError(f"{path}: 'genres' does not match the {len(manifest.genre_names)} genre names")
     return ItemInfo(
-        _unpacked(arrays, "titles"),
+        titles,
         arrays["years"],
-        list(manifest["genre_names"]),
-        arrays["genres"],
+        manifest.genre_names,
+        genres,
         [[] for _ in range(n_items)],
         arrays["listed"],
-        _unpacked(arrays, "documents"),
+        documents,
     )
 
 
@@ -211,21 +260,26 @@ def _packed(name: str, texts: list[str]) -> dict[str, np.ndarray]:
     return {f"{name}_utf8": np.frombuffer(b"".join(encoded), dtype=np.uint8), f"{name}_offsets": offsets}
 
 
-def _unpacked(arrays: dict[str, np.ndarray], name: str) -> list[str]:
+def _unpacked(path: Path, arrays: dict[str, np.ndarray], name: str) -> list[str]:
     """The texts :func:`_packed` stored (or a run's from before it: one ``<U`` array; none: empty)."""
     if name in arrays:
         return [str(text) for text in arrays[name]]
     if f"{name}_utf8" not in arrays:
         return []
-    data, offsets = arrays[f"{name}_utf8"].tobytes(), arrays[f"{name}_offsets"].tolist()
-    return [data[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets)]
+    try:
+        data, offsets = arrays[f"{name}_utf8"].tobytes(), arrays[f"{name}_offsets"].tolist()
+        return [data[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets)]
+    except (KeyError, UnicodeDecodeError) as exc:
+        raise DeepMovieError(f"{path}: {name!r} texts are damaged ({exc})") from None
 
 
-def _users(root: Path, manifest: dict) -> UserInfo | None:
-    fields = manifest.get("user_fields")
-    if fields is None:
+def _users(root: Path, manifest: Manifest, n_users: int) -> UserInfo | None:
+    if manifest.user_fields is None:
         return None
-    arrays = _arrays(root / USERS)
+    path = root / USERS
+    names = {name: f"field_{name}" for name in manifest.user_fields}
+    arrays = _arrays(path, "listed", *names.values())
+    _sized(path, {"listed": arrays["listed"], **{key: arrays[key] for key in names.values()}}, n_users)
     return UserInfo(
-        {name: (arrays[f"field_{name}"], list(vocab)) for name, vocab in fields.items()}, arrays["listed"]
+        {name: (arrays[key], manifest.user_fields[name]) for name, key in names.items()}, arrays["listed"]
     )

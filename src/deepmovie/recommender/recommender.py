@@ -44,7 +44,7 @@ from deepmovie.recommender.schemas import (
     Similar,
     SimilarItems,
 )
-from deepmovie.rundir import SUMMARY, WEIGHTS, claim_run, read_summary
+from deepmovie.rundir import CONFIG, SUMMARY, WEIGHTS, claim_run, read_summary
 from deepmovie.training.checkpoint import load_weights, save_atomic
 
 MAX_COLD_RATINGS = 1000
@@ -116,12 +116,13 @@ class Recommender:
     # --- files --------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, run_dir: Path | str) -> Recommender:
-        """Load a run directory (or one fold of a k-fold run) on the CPU, without the training data."""
+    def load(cls, run_dir: Path | str, *, max_memory: int | None = None) -> Recommender:
+        """Load a run directory (or one fold of a k-fold run) on the CPU, without the training data; a
+        model whose weights would take more than ``max_memory`` bytes (default: 80% of the free memory)
+        is refused before it is built."""
         root, fold_dir = locate(Path(run_dir))
         config = read_config(root)
         artifacts = load_artifacts(root, fold_dir)
-        state = read_weights(fold_dir / WEIGHTS, config.model)
         info = DataInfo(
             artifacts.n_users,
             artifacts.n_items,
@@ -130,7 +131,13 @@ class Recommender:
             artifacts.items,
             artifacts.users,
         )
-        model = MODELS.get(config.model)(config.model_params(), info)
+        model_class, params = MODELS.get(config.model), config.model_params()
+        try:
+            model_class.check_size(params, info, use="serve", max_memory=max_memory)
+        except DeepMovieError as exc:  # the sizes are the run's config's
+            raise DeepMovieError(f"{root / CONFIG}: {exc}") from None
+        state = read_weights(fold_dir / WEIGHTS, config.model)
+        model = model_class(params, info)
         model.load_weights(state, str(fold_dir / WEIGHTS))
         return cls(model, config, artifacts, read_summary(root))
 

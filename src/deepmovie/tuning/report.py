@@ -13,15 +13,17 @@ from typing import Any
 import optuna
 
 from deepmovie.config import RunConfig, build_config, dump_yaml
+from deepmovie.rundir import LIMITS
 
 TOP = 10
 
 
 def best_yaml(study: optuna.Study, config: RunConfig, summary: dict[str, Any]) -> str:
     """The full resolved config of the best trial, for ``deepmovie train --config``: its params and
-    its best epoch as the epoch budget, so a run of it stops where the trial peaked."""
+    its best epoch as the epoch budget, so a run of it stops where the trial peaked. A limit of this
+    machine's (``max_memory``) is left to the machine that runs the preset."""
     params = {**study.best_trial.user_attrs["params"], "epochs": summary["best_epoch"]}
-    resolved = build_config({**config.model_dump(), "params": params}).resolved()
+    resolved = build_config({**config.model_dump(exclude=LIMITS), "params": params}).resolved()
     n = summary["trials"]
     header = (
         f"# Tuned by `deepmovie tune`: study {summary['study']!r}, best of {n['complete']} complete trials "

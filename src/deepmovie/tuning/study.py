@@ -69,6 +69,8 @@ def tune(
         raise DeepMovieError(f"--timeout {timeout:g}: must be a positive number of seconds")
     dataset, split = _one_split(config)
     goal, higher_is_better = monitor(config, dataset, split)
+    if storage is not None:
+        _usable(storage)  # before --out is claimed: opening a storage creates its tables
     held = claim(out, (STUDY_DB, BEST, REPORT), "a tuning folder", overwrite=overwrite)
     study_name = study_name or config.model
     if storage is None:
@@ -123,7 +125,21 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or path: say which, once
-        raise DeepMovieError(f"--storage {url}: cannot open ({str(exc).splitlines()[0]})") from None
+        raise _unusable(url, exc) from None
+
+
+def _usable(url: str) -> None:
+    """Refuse a storage URL SQLAlchemy cannot parse or has no driver for, without connecting."""
+    import sqlalchemy
+
+    try:
+        sqlalchemy.create_engine(url).dispose()
+    except Exception as exc:
+        raise _unusable(url, exc) from None
+
+
+def _unusable(url: str, exc: Exception) -> DeepMovieError:
+    return DeepMovieError(f"--storage {url}: cannot open ({str(exc).splitlines()[0]})")
 
 
 def _only(out: Path, name: str, storage: str, overwrite: bool) -> None:

