@@ -123,7 +123,12 @@ def train(
     data: Data = None,
     split: Split = None,
     test_file: TestFile = None,
-    item_docs: Annotated[str | None, typer.Option(help="ConvMF-style item_id::text file")] = None,
+    item_docs: Annotated[
+        str | None,
+        typer.Option(
+            help="item documents: an item_id::text file (ConvMF) or a movieId/source/text TSV (plots.tsv)"
+        ),
+    ] = None,
     seed: Seed = None,
     config: ConfigFile = None,
     set_: Sets = None,
