@@ -4,7 +4,9 @@ vectors where the package is installed)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -239,3 +241,23 @@ def test_the_convmf_preset_maps_convmfs_settings():
         50,
     )
     assert config.item_docs.endswith("movie-text/plots.tsv") and config.split == "convmf"
+
+
+def test_the_vocabulary_does_not_depend_on_the_hash_seed(tmp_path):
+    """Words tied in document frequency keep one order in every process (set order does not)."""
+    script = (
+        "from deepmovie.data.text import tokenize;"
+        "docs = tuple(f'w{i} alpha beta gamma delta' for i in range(40));"
+        "print(tokenize(docs, 10, 1.0, 20, 1).vocabulary)"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(seen) == 1, seen

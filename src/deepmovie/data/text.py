@@ -66,11 +66,10 @@ def _tokenize(
     words = [WORD.findall(text.lower()) for text in documents]
     document_frequency = Counter(w for ws in words for w in set(ws))
     limit = max_df * len(documents)
-    kept = [
-        w
-        for w, n in document_frequency.most_common()
-        if min_df <= n <= limit and (max_df == 1 or n < len(documents))
-    ]
+    # Most frequent first, ties by the word itself: set order changes with the process's hash seed,
+    # and the vocabulary (so every hybrid result) must not.
+    ranked = sorted(document_frequency.items(), key=lambda pair: (-pair[1], pair[0]))
+    kept = [w for w, n in ranked if min_df <= n <= limit and (max_df == 1 or n < len(documents))]
     vocabulary = tuple(kept[:max_words])
     if not vocabulary:
         raise DeepMovieError("item documents: no word is left after the document-frequency filter")
