@@ -118,6 +118,9 @@ def test_ease_graded_is_each_columns_ridge_regression_without_itself(monkeypatch
         np.testing.assert_allclose(weights[others, j], expected, atol=2e-5)
         assert weights[j, j] == 0.0
     np.testing.assert_allclose(model.item_neighbours(np.array([3, 7])), weights[[3, 7]])
+    np.testing.assert_allclose(
+        model.item_neighbours(np.array([3, 7]), np.array([9, 0])), weights[[3, 7]][:, [9, 0]]
+    )
     np.testing.assert_allclose(model.score_items(torch.arange(4)).numpy(), x[:4] @ weights, atol=1e-4)
     np.testing.assert_allclose(
         model.fold_in(train.items[train.users == 2], train.ratings[train.users == 2]),
@@ -144,6 +147,10 @@ def test_item_knn_neighbours_are_the_rows_of_s():
     model = trained("item-knn", train, neighbours=5)
     s = knn_matrix(model)
     np.testing.assert_allclose(model.item_neighbours(np.array([0, 4, 20])), s[[0, 4, 20]], atol=1e-6)
+    page = np.array([5, 1, 20])
+    np.testing.assert_allclose(
+        model.item_neighbours(np.array([0, 4, 20]), page), s[[0, 4, 20]][:, page], atol=1e-6
+    )
 
 
 def test_the_block_inverse_equals_the_inverse_whatever_the_block(monkeypatch):

@@ -165,10 +165,18 @@ class Model(torch.nn.Module):
             )
         return factors.scores(*factors.fold_in(items, ratings))
 
-    def item_neighbours(self, items: np.ndarray) -> np.ndarray | None:
-        """Rows of the model's own item-item weights for ``items`` (indices), ``(len(items), n_items)``:
-        how much a user's having item j adds to each item's score (EASE's B, item-kNN's S). Serving
-        explains and finds similar items with them; None (default): the model has none."""
+    def item_embeddings(self) -> np.ndarray | None:
+        """Each item's learned vector, ``(n_items, k)``, whose cosines serve as item-item similarity
+        (explanations, ``similar``) where the model has no weights of its own: the factor view's item
+        factors by default; a model with item vectors but no factor view returns them itself."""
+        factors = self.factors()
+        return factors.item_factors if factors is not None else None
+
+    def item_neighbours(self, items: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray | None:
+        """Rows of the model's own item-item weights for ``items`` (indices), ``(len(items), n_items)``,
+        or only the ``columns`` asked for: how much a user's having item j adds to each item's score
+        (EASE's B, item-kNN's S). Serving explains a page (10 columns) and finds similar items (every
+        column) with them; None (default): the model has none."""
         return None
 
     def attach(self, seen: Interactions) -> None:

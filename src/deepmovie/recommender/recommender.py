@@ -419,9 +419,9 @@ class Recommender:
         cheaper (factor and co-rating cosines): explaining a page of 10 needs 10 columns, not all."""
         wanted = slice(None) if columns is None else np.asarray(columns)
         with torch.inference_mode():
-            own = self.model.item_neighbours(items)
+            own = self.model.item_neighbours(items, columns)
         if own is not None:
-            return np.asarray(own, dtype=np.float64)[:, wanted], f"{self.model_name} item-item weights"
+            return np.asarray(own, dtype=np.float64), f"{self.model_name} item-item weights"
         unit, method = self._item_vectors
         if sp.issparse(unit):
             rows = (unit[items] @ unit[wanted].T).toarray()
@@ -440,7 +440,7 @@ class Recommender:
         for column, item in enumerate(page):
             order = np.argsort(-weights[:, column], kind="stable")[:EXPLAIN]
             reasons[int(item)] = [
-                Reason(
+                Reason.model_construct(
                     item=self._movies[liked[j]]["item"],
                     title=self._movies[liked[j]]["title"],
                     weight=round(float(weights[j, column]), 4),
@@ -558,8 +558,10 @@ class Recommender:
     def _item_vectors(self) -> tuple[np.ndarray | sp.csr_matrix, str]:
         """Unit-length item representations (factors, else centred rating columns) for models without
         item-item weights of their own: built on first need, so a model that has them never pays for it."""
-        if self.factors is not None and self.factors.item_factors.shape[1] > 0:
-            q = self.factors.item_factors
+        with torch.inference_mode():
+            q = self.model.item_embeddings()
+        if q is not None and q.shape[1] > 0:
+            q = np.asarray(q, dtype=np.float32)
             return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12), "item factors (cosine)"
         seen = self.artifacts.seen.astype(np.float64)
         counts = np.maximum(np.diff(seen.indptr), 1)

@@ -17,6 +17,7 @@ from pydantic import Field
 from deepmovie.data.interactions import Interactions
 from deepmovie.engine.optim import intra_op_threads
 from deepmovie.models.base import DataInfo
+from deepmovie.models.factors import to_numpy
 from deepmovie.models.layers import embedding
 from deepmovie.models.minibatch import MiniBatchModel, MiniBatchParams
 from deepmovie.models.ranking.base import RankingModel, RankingParams
@@ -123,6 +124,9 @@ class BPR(MiniBatchModel, RankingModel):
         users, items = users.long(), items.long()
         dots = (self.user_factors(users) * self.item_factors(items)).sum(-1)
         return dots + self.item_bias(items)[:, 0]
+
+    def item_embeddings(self) -> np.ndarray:
+        return to_numpy(self.item_factors.weight)
 
     def score_items(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_factors(users.long()) @ self.item_factors.weight.T + self.item_bias.weight[:, 0]

@@ -226,9 +226,13 @@ class EASE(RankingModel):
             total += float(((wanted - predicted) ** 2).sum())
         return total
 
-    def item_neighbours(self, items: np.ndarray) -> np.ndarray:
-        """Rows of ``B``: how much having item j adds to every item's score."""
-        return self.item_weights[torch.as_tensor(items, device=self.device).long()].cpu().numpy()
+    def item_neighbours(self, items: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """Rows of ``B`` (or their ``columns``): how much having item j adds to every item's score."""
+        rows = torch.as_tensor(items, device=self.device).long()
+        if columns is None:
+            return self.item_weights[rows].cpu().numpy()
+        columns = torch.as_tensor(columns, device=self.device).long()
+        return self.item_weights[rows[:, None], columns[None, :]].cpu().numpy()  # only those entries
 
     def score_items(self, users: torch.Tensor) -> torch.Tensor:
         return self.scores(self.history[users.cpu().numpy()])
@@ -238,8 +242,13 @@ class EASE(RankingModel):
         return self.scores(row)[0].cpu().numpy()
 
     def scores(self, rows: sp.csr_matrix) -> torch.Tensor:
-        """``rows @ B`` for 0/1 history rows, as a sparse x dense product: it reads only the rows of
-        ``B`` a user interacted with, a few hundred of the catalogue's, where a dense product reads all."""
+        """``rows @ B`` for history rows, as a sparse x dense product: it reads only the rows of ``B`` a
+        user interacted with, a few hundred of the catalogue's, where a dense product reads all. One row
+        (a served request) is a gather and a vector-matrix product, without the sparse tensor's set-up."""
+        if rows.shape[0] == 1:
+            items = torch.as_tensor(rows.indices, dtype=torch.long, device=self.device)
+            values = torch.as_tensor(rows.data, dtype=torch.float32, device=self.device)
+            return (values @ self.item_weights.index_select(0, items))[None]
         rows.sort_indices()
         with warnings.catch_warnings():  # "sparse CSR support is in beta": sparse @ dense is not
             warnings.simplefilter("ignore", UserWarning)

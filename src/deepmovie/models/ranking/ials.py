@@ -263,6 +263,9 @@ class IALS(RankingModel):
     def score_items(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_factors[users.long()] @ self.item_factors.T
 
+    def item_embeddings(self) -> np.ndarray:
+        return to_numpy(self.item_factors)
+
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The row dot product: ``score_items`` over the same pairs (up to float rounding)."""
         return (self.user_factors[users.long()] * self.item_factors[items.long()]).sum(-1)

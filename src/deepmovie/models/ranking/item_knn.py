@@ -118,18 +118,28 @@ class ItemKNN(RankingModel):
         """``rows @ S`` for dense 0/1 history rows, as ``(S^T @ rows^T)^T``."""
         return (self.similarity_t() @ rows.T.contiguous()).T
 
-    def item_neighbours(self, items: np.ndarray) -> np.ndarray:
-        """Rows of ``S``: how much having item j adds to each item (j among that item's neighbours)."""
-        n = self.info.n_items
-        by_scored = sp.csr_matrix(
-            (
-                self.neighbour_values.cpu().numpy(),
-                self.neighbour_indices.cpu().numpy(),
-                self.neighbour_indptr.cpu().numpy(),
-            ),
-            shape=(n, n),
-        )
-        return sp.csc_matrix(by_scored)[:, np.asarray(items)].T.toarray()
+    def item_neighbours(self, items: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """Rows of ``S`` (or their ``columns``): how much having item j adds to each item (j among that
+        item's neighbours)."""
+        rows = self._by_neighbour()[np.asarray(items)]
+        return (rows if columns is None else rows[:, np.asarray(columns)]).toarray()
+
+    def _by_neighbour(self) -> sp.csr_matrix:
+        """``S^T`` as SciPy CSR (row j: the items j adds to), built once per set of weights: serving
+        asks for a few of its rows per request."""
+        key = (self.neighbour_values.data_ptr(), self.neighbour_values.numel())
+        if getattr(self, "_by_neighbour_key", None) != key:
+            n = self.info.n_items
+            by_scored = sp.csr_matrix(
+                (
+                    self.neighbour_values.cpu().numpy(),
+                    self.neighbour_indices.cpu().numpy(),
+                    self.neighbour_indptr.cpu().numpy(),
+                ),
+                shape=(n, n),
+            )
+            self._by_neighbour_cache, self._by_neighbour_key = sp.csr_matrix(by_scored.T), key
+        return self._by_neighbour_cache
 
     def score_items(self, users: torch.Tensor) -> torch.Tensor:
         return self.scores(self.history_rows(users))

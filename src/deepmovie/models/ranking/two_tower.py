@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 from deepmovie.data.interactions import Interactions
 from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import DataInfo, FoldInUnsupported
+from deepmovie.models.factors import to_numpy
 from deepmovie.models.layers import Activation, embedding, mlp
 from deepmovie.models.minibatch import MiniBatchModel, MiniBatchParams
 from deepmovie.models.ranking.base import RankingModel, RankingParams
@@ -173,6 +174,9 @@ class TwoTower(MiniBatchModel, RankingModel):
         return F.normalize(self.item_head(self.item_mlp(inputs)), dim=-1)
 
     # --- the contract ---------------------------------------------------------------------------
+
+    def item_embeddings(self) -> np.ndarray:
+        return to_numpy(self.item_vectors(torch.arange(self.info.n_items, device=self.device)))
 
     def batch_loss(
         self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
