@@ -14,6 +14,7 @@ import deepmovie.models.ranking.ease as ease_module
 import deepmovie.models.ranking.item_knn as knn_module
 import deepmovie.models.ranking.popularity  # registers popularity
 from conftest import write_ratings
+from deepmovie import machine
 from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.errors import DeepMovieError
 from deepmovie.models import MODELS, DataInfo
@@ -285,17 +286,31 @@ def test_defaults():
 
 
 def test_ease_refuses_a_catalogue_that_does_not_fit_before_allocating(monkeypatch):
-    monkeypatch.setattr(ease_module, "free_memory", lambda device: 24 * 10**9)
+    monkeypatch.setattr(machine, "free_memory", lambda device: 30 * 10**9)  # a budget of 24 GB
     cls = MODELS.get("ease")
     model = cls(cls.Params(), DataInfo(10, 200_000, RatingScale(1, 5), 3.0))
     assert model.item_weights.numel() == 0  # building it allocated nothing item x item
     items = np.arange(200_000, dtype=np.int32)  # every item has an interaction
     train = Interactions(items % 10, items, np.ones(len(items), np.float32), 10, 200_000)
-    with pytest.raises(DeepMovieError, match=r"200,000 items need 800\.\d GB; this machine has 24\.0 GB"):
+    with pytest.raises(
+        DeepMovieError,
+        match=r"200,000 items need 80\d GB, over the 24 GB limit \(80% of the 30 GB this machine has free\)",
+    ):
         model.prepare(train, seed=0)
     rare = Interactions(items[:2] % 10, items[:2], np.ones(2, np.float32), 10, 200_000)
-    with pytest.raises(DeepMovieError, match=r"200,000 items \(2 with interactions\) need 160\.0 GB"):
+    with pytest.raises(DeepMovieError, match=r"200,000 items \(2 with interactions\) need 160 GB"):
         model.prepare(rare, seed=0)
+
+
+def test_ease_holds_to_the_runs_max_memory():
+    """--max-memory bounds a model's own working set too, not only its weights."""
+    train = Interactions(np.arange(40) % 10, np.arange(40), np.ones(40, np.float32), 10, 40)
+    cls = MODELS.get("ease")
+    model = cls(cls.Params(), DataInfo(10, 40, RatingScale(1, 5), 3.0))
+    model.prepare(train, seed=0)  # 40 items: a few kB, within any machine's free memory
+    model.memory_limit = 1000
+    with pytest.raises(DeepMovieError, match=r"40 items need .* kB, over the 1 kB limit \(--max-memory\)"):
+        model.prepare(train, seed=0)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

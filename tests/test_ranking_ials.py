@@ -19,8 +19,8 @@ import torch
 from pydantic import ValidationError
 
 import deepmovie
-import deepmovie.models.ranking.ials as ials_module  # registers "ials"
 from conftest import write_ratings
+from deepmovie import machine
 from deepmovie.config import build_config
 from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.errors import DeepMovieError
@@ -220,9 +220,11 @@ def test_default_init_is_rendles_and_explicit_init_std_is_used():
 
 
 def test_a_fit_too_large_for_memory_is_refused_naming_the_figure(monkeypatch):
-    monkeypatch.setattr(ials_module, "free_memory", lambda device: 1000)
+    monkeypatch.setattr(machine, "free_memory", lambda device: 1000)
     info = DataInfo(30, 25, SCALE, 3.0)
-    with pytest.raises(DeepMovieError, match=r"ials: .* interactions with 64 factors need .* GB"):
+    with pytest.raises(
+        DeepMovieError, match=r"ials: .* interactions with 64 factors need .*, over the 800 B limit"
+    ):
         IALS(IALSParams(), info).prepare(_random_data(), seed=0)
 
 

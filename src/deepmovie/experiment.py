@@ -67,7 +67,9 @@ def build_model(config: RunConfig, dataset: Dataset, split: Split, device: torch
     """The model of ``config`` for ``split``, on ``device``, once its weights are known to fit."""
     model_class, params, info = _checked(config, dataset, split, device)
     torch.manual_seed(config.seed)
-    return model_class(params, info).to(device)
+    model = model_class(params, info).to(device)
+    model.memory_limit = config.max_memory  # what its working sets may take (Model.require_memory)
+    return model
 
 
 def _checked(

@@ -80,6 +80,7 @@ class Model(torch.nn.Module):
     # True when the model predicts items without training ratings itself (from their content), so
     # the evaluator's bias fallback is used only for unknown users.
     scores_cold_items: ClassVar[bool] = False
+    memory_limit: int | None = None  # bytes a working set may take (--max-memory); None: 80% of free
 
     def __init__(self, params: ModelParams, info: DataInfo) -> None:
         super().__init__()
@@ -115,6 +116,18 @@ class Model(torch.nn.Module):
                 f"{cls.name}: {count:,} weights need {format_size(need)} to {use} (float32: {what}), "
                 f"over the {format_size(limit)} limit ({source}); lower the model's sizes, or raise "
                 "--max-memory"
+            )
+
+    def require_memory(self, need: int, what: str, hint: str = "") -> None:
+        """Refuse, before allocating it, a working set over the budget (``memory_limit``: the run's
+        --max-memory, set by the experiment; else 80% of the device's free memory), in one line naming
+        both figures: EASE's item x item matrices, iALS's padded rows, Mult-VAE's logits."""
+        budget = memory_budget(self.device, self.memory_limit)
+        if budget is not None and need > budget[0]:
+            limit, source = budget
+            raise DeepMovieError(
+                f"{self.name}: {what} need {format_size(need)}, over the {format_size(limit)} limit "
+                f"({source}){hint}"
             )
 
     @property

@@ -25,7 +25,6 @@ from pydantic import Field
 
 from deepmovie.data.interactions import Interactions
 from deepmovie.errors import DeepMovieError
-from deepmovie.machine import free_memory
 from deepmovie.models.base import DataInfo
 from deepmovie.models.ranking.base import RankingModel, RankingParams
 from deepmovie.models.registry import MODELS
@@ -157,14 +156,10 @@ class EASE(RankingModel):
         # Peak: two float64 m x m matrices (the Gram and its factor, then the inverse and a trailing
         # copy of the factor), or the float32 n x n B beside the last; plus a few blocks.
         need = (16 if self.steck else 24) * m * m + 4 * n * n + 32 * min(BLOCK, m * m)
-        have = free_memory(self.device)
-        if have is not None and need > have:
-            where = "this GPU has" if self.device.type == "cuda" else "this machine has"
-            active = f" ({m:,} with interactions)" if m < n else ""
-            raise DeepMovieError(
-                f"ease: the item x item matrices of {n:,} items{active} need {need / 1e9:.1f} GB; "
-                f"{where} {have / 1e9:.1f} GB free (use item-knn, or fewer items)"
-            )
+        active = f" ({m:,} with interactions)" if m < n else ""
+        self.require_memory(
+            need, f"the item x item matrices of {n:,} items{active}", "; use item-knn, or fewer items"
+        )
 
     def train_epoch(self, epoch: int) -> float:
         """Solve for ``B`` (epoch 1; later epochs keep it). Returns the training squared reconstruction

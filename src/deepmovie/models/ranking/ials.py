@@ -43,7 +43,6 @@ from pydantic import Field
 from deepmovie.data.interactions import Interactions
 from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
-from deepmovie.machine import free_memory
 from deepmovie.models.base import DataInfo
 from deepmovie.models.factorization.als import PAD_RATIO, PaddedRows, deal_rows
 from deepmovie.models.factors import to_numpy
@@ -139,12 +138,7 @@ class IALS(RankingModel):
             factors = 3 * 4 * (k + 1) * rows  # vectors, padded copies
             batch = 4 * 4 * budget * (k + 1)  # gathered rows, systems, their Cholesky factors
             need = padded + factors + batch
-        free = free_memory(self.device)
-        if free is not None and need > free:
-            raise DeepMovieError(
-                f"ials: {nnz:,} interactions with {k} factors need {need / 1e9:.1f} GB; "
-                f"this machine has {free / 1e9:.1f} GB free"
-            )
+        self.require_memory(int(need), f"{nnz:,} interactions with {k} factors")
 
     def train_epoch(self, epoch: int) -> float:
         """One sweep (items, then users); returns the loss above per observed interaction, exact after the

@@ -25,7 +25,6 @@ from pydantic import Field
 from deepmovie.data.interactions import Interactions
 from deepmovie.engine import distributed
 from deepmovie.errors import DeepMovieError
-from deepmovie.machine import free_memory
 from deepmovie.models.autoencoders.rows import SparseRows
 from deepmovie.models.base import DataInfo
 from deepmovie.models.factors import to_numpy
@@ -84,7 +83,7 @@ class MultAutoencoder(MiniBatchModel, RankingModel):
         n, hidden, latent = info.n_items, params.hidden, params.latent
         code_width = 2 * latent if self.variational else latent
         count = n * hidden + hidden * code_width + latent * hidden + hidden * n + 2 * hidden + code_width + n
-        _check_memory(count * FLOAT_BYTES, torch.device("cpu"), f"{self.name}: the weights of {n:,} items")
+        self.require_memory(count * FLOAT_BYTES, f"the weights of {n:,} items")
         # The first layer, stored item by item (n_items x hidden) for embedding_bag.
         self.input_weight = torch.nn.Parameter(torch.empty(n, hidden))
         self.input_bias = torch.nn.Parameter(torch.empty(hidden))
@@ -196,11 +195,9 @@ class MultAutoencoder(MiniBatchModel, RankingModel):
         trainable = sum(t.numel() for t in self.parameters())
         batch = min(p.batch_size, len(self._active))
         need = FLOAT_BYTES * (3 * trainable + BATCH_COPIES * batch * self.info.n_items)
-        _check_memory(
+        self.require_memory(
             need,
-            self.device,
-            f"{self.name}: training on {self.info.n_items:,} items (gradients, Adam state and a batch of "
-            f"{batch} rows)",
+            f"training on {self.info.n_items:,} items (gradients, Adam state and a batch of {batch} rows)",
         )
         self.start_optimization(seed)
         self._loss = torch.compile(self.batch_loss) if p.compile else self.batch_loss
@@ -285,11 +282,3 @@ class MultDAE(MultAutoencoder):
     Params = MultDAEParams
     params: MultDAEParams
     variational = False
-
-
-def _check_memory(need: int, device: torch.device, what: str) -> None:
-    """Refuse, before allocating, what does not fit: one line naming both figures."""
-    available = free_memory(device)
-    if available is not None and need > available:
-        where = "this machine" if device.type == "cpu" else f"{device}"
-        raise DeepMovieError(f"{what} need {need / 1e9:.1f} GB; {where} has {available / 1e9:.1f} GB free")
