@@ -31,8 +31,8 @@ from deepmovie.config import build_config
 from deepmovie.experiment import build_model, prepare
 
 
-def fitted(model_name: str, data: str, params: dict):
-    """A prepared (not yet trained) model on ML-1M's ``random:0.2`` training part, and those rows."""
+def prepared(model_name: str, data: str, params: dict):
+    """A model prepared (not yet trained) on ML-1M's ``random:0.2`` training part, and those rows."""
     config = build_config({"model": model_name, "data": data, "split": "random:0.2", "params": params})
     dataset, splits = prepare(config)
     model = build_model(config, dataset, splits[0], torch.device("cpu"))
@@ -42,7 +42,7 @@ def fitted(model_name: str, data: str, params: dict):
 
 
 def ease_fit(data: str, reg: float) -> float:
-    model, _ = fitted("ease", data, {"reg": reg})
+    model, _ = prepared("ease", data, {"reg": reg})
     began = time.perf_counter()
     model.train_epoch(1)
     return time.perf_counter() - began
@@ -50,7 +50,7 @@ def ease_fit(data: str, reg: float) -> float:
 
 def ials_sweep(data: str, factors: int, sweeps: int, solver: str) -> float:
     """The median seconds of ``sweeps`` sweeps (set-up not counted)."""
-    model, _ = fitted("ials", data, {"factors": factors, "solver": solver})
+    model, _ = prepared("ials", data, {"factors": factors, "solver": solver})
     seconds = []
     for epoch in range(1, sweeps + 1):
         began = time.perf_counter()
@@ -63,7 +63,7 @@ def implicit_iteration(data: str, factors: int, iterations: int) -> float:
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    _, train = fitted("popularity", data, {})
+    _, train = prepared("popularity", data, {})
     user_items = sp.csr_matrix(train.csr()).astype(np.float32)
     user_items.data[:] = 1.0
 

@@ -630,36 +630,25 @@ def test_every_filter_reaches_the_recommender(client, bmf):
         "explain": "false",
     }
     answer = client.get("/recommend", params=params).json()
-    expected = bmf.recommend(
-        2,
-        k=8,
-        explain=False,
-        genres=["Romance"],
-        min_year=1995,
-        max_year=2008,
-        min_ratings=5,
-        exclude=["33", "34"],
-        max_per_genre=8,
-        diversity=0.3,
-    )
+    same = {
+        "k": 8,
+        "explain": False,
+        "genres": ["Romance"],
+        "min_year": 1995,
+        "max_year": 2008,
+        "min_ratings": 5,
+        "exclude": ["33", "34"],
+        "max_per_genre": 8,
+        "diversity": 0.3,
+    }
+    expected = bmf.recommend(2, **same)
     assert answer == json.loads(expected.model_dump_json())
     assert answer["items"] and all(not m["because"] for m in answer["items"])
     assert all("Romance" in m["genres"] and 1995 <= m["year"] <= 2008 for m in answer["items"])
     assert not {33, 34} & {m["item"] for m in answer["items"]}
     body = {"ratings": [{"item": 31, "rating": 5}], **{k: v for k, v in params.items() if k != "user"}}
     cold = client.post("/recommend", json={**body, "explain": False}).json()
-    expected_cold = bmf.recommend_new(
-        {"31": 5},
-        k=8,
-        explain=False,
-        genres=["Romance"],
-        min_year=1995,
-        max_year=2008,
-        min_ratings=5,
-        exclude=["33", "34"],
-        max_per_genre=8,
-        diversity=0.3,
-    )
+    expected_cold = bmf.recommend_new({"31": 5}, **same)
     assert cold == json.loads(expected_cold.model_dump_json())
     per_genre = client.get("/recommend", params={"user": 1, "k": 10, "max_per_genre": 3}).json()["items"]
     assert len(per_genre) == 6  # three comedies, three Drama|Romance films: both genres are full
