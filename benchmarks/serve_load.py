@@ -6,7 +6,9 @@ client's own cost small: it shares the machine with the server. Without ``--url`
 ``deepmovie serve RUN`` (or ``deepmovie serve --ranker RUN --rater RUN``) itself and stops it
 afterwards. RUN may be a rating or a ranking run; ``--no-explain`` asks for lists without the
 "because you liked" reasons. The load average is recorded at the start and at the end: other jobs on
-the machine show there.
+the machine show there. The CPU time the server's processes (when this script starts them) and the
+client take over the measured seconds is reported per request: what one answer costs under load,
+HTTP included.
 
     python benchmarks/serve_load.py RUN --clients 50 --seconds 30 --workers 2
     python benchmarks/serve_load.py --ranker /tmp/ials --rater /tmp/bmf --clients 50 --seconds 30
@@ -25,6 +27,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -81,7 +85,35 @@ async def client(host: str, port: int, paths: list[str], deadline: float, seed: 
         writer.close()
 
 
-async def load(url: str, paths: list[str], clients: int, seconds: float, warmup: float) -> dict:
+def session_cpu_seconds(session: int) -> float | None:
+    """CPU seconds (user and system) of every process of a session: a server and its workers. Read
+    from Linux's /proc; None elsewhere."""
+    if not Path("/proc/self/stat").is_file():
+        return None
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()  # after the command's name
+        except OSError:  # a process that ended meanwhile
+            continue
+        if int(fields[3]) == session:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def per_request_ms(seconds: float | None, requests: int) -> float | None:
+    """CPU milliseconds per answered request; None where the CPU time is unknown."""
+    return round(seconds / requests * 1e3, 3) if seconds is not None and requests else None
+
+
+async def load(
+    url: str,
+    paths: list[str],
+    clients: int,
+    seconds: float,
+    warmup: float,
+    server_cpu: Callable[[], float | None] = lambda: None,
+) -> dict:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     warm = {"latencies": [], "errors": 0}
@@ -89,10 +121,13 @@ async def load(url: str, paths: list[str], clients: int, seconds: float, warmup:
         *(client(host, port, paths, time.perf_counter() + warmup, n, warm) for n in range(clients))
     )
     out = {"latencies": [], "errors": 0}
+    server_began, client_began = server_cpu(), time.process_time()
     began = time.perf_counter()
     deadline = began + seconds
     await asyncio.gather(*(client(host, port, paths, deadline, 1000 + n, out) for n in range(clients)))
     elapsed = time.perf_counter() - began
+    client_seconds, server_ended = time.process_time() - client_began, server_cpu()
+    server_seconds = server_ended - server_began if server_began is not None else None
     ms = np.asarray(out["latencies"]) * 1e3
     return {
         "clients": clients,
@@ -105,6 +140,8 @@ async def load(url: str, paths: list[str], clients: int, seconds: float, warmup:
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
         "max_ms": round(float(ms.max()), 2),
         "mean_ms": round(statistics.fmean(ms), 2),
+        "server_cpu_ms_per_request": per_request_ms(server_seconds, len(ms)),
+        "client_cpu_ms_per_request": per_request_ms(client_seconds, len(ms)),
     }
 
 
@@ -190,8 +227,9 @@ def main() -> None:
     url = url.rstrip("/")
     served = health(url)
     load_start = [round(x, 2) for x in os.getloadavg()]
+    server_cpu = partial(session_cpu_seconds, server.pid) if server is not None else lambda: None
     try:
-        result = asyncio.run(load(url, paths, args.clients, args.seconds, args.warmup))
+        result = asyncio.run(load(url, paths, args.clients, args.seconds, args.warmup, server_cpu))
     finally:
         if server is not None:
             stop(server)

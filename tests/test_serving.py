@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fastapi.responses import Response
 from fastapi.testclient import TestClient
 
 from deepmovie.config import build_config
@@ -34,6 +35,7 @@ from deepmovie.serving.api import (
     MAX_K,
     RATER_ENV,
     BodyLimit,
+    QueryRoute,
     app_from_env,
     create_app,
     load_recommender,
@@ -271,7 +273,9 @@ def test_api_answers(client, bmf):
     assert health["status"] == "ok" and health["model"] == "biased-mf" and health["cold_start"]
     assert health["ranker"] == health["rater"] == "biased-mf" and health["rater_cold_start"]
     assert health["limits"] == {"max_body": MAX_BODY, "max_k": MAX_K, "max_ratings": 1000}
-    assert health["inline"] == {"known_user": True, "new_user": True}  # a factor model: on the event loop
+    inline = health["inline"]  # a factor model's lists without reasons: on the event loop
+    assert inline["known_user"] and inline["new_user"]
+    assert set(inline) == {"known_user", "known_user_explained", "new_user", "new_user_explained"}
     rec = client.get("/recommend", params={"user": 1, "k": 3}).json()
     assert len(rec["items"]) == 3 and rec["items"][0]["title"]
     assert rec["ranker"] == rec["rater"] == "biased-mf" and rec["offset"] == 0
@@ -583,6 +587,108 @@ def test_a_body_that_stops_arriving_is_a_408():
     assert time.perf_counter() - began < 5 and not called
     assert sent[0]["status"] == 408
     assert json.loads(sent[1]["body"]) == {"detail": "request body incomplete after 0.05 s"}
+
+
+def test_a_request_without_a_body_by_its_framing_goes_straight_on():
+    """HTTP/1 without Content-Length or Transfer-Encoding has no body: nothing to hold or time. Where
+    the framing says nothing (HTTP/2), the body is counted as ever."""
+    received = []
+
+    async def app(scope, receive, send):
+        received.append(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def request(http_version: str) -> tuple[list[dict], object]:
+        async def receive():
+            return {"type": "http.request", "body": b"x" * 2000, "more_body": False}
+
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "http_version": http_version, "method": "GET", "path": "/", "headers": []}
+        asyncio.run(BodyLimit(app, limit=1000)(scope, receive, send))
+        return sent, receive
+
+    sent, receive = request("1.1")
+    assert sent[0]["status"] == 200 and received == [receive]  # the server's own receive, untouched
+    assert request("2")[0][0]["status"] == 413 and len(received) == 1
+
+
+def test_a_well_formed_recommend_query_is_answered_as_the_route_answers_it(bmf):
+    """``GET /recommend`` with a query the route takes is answered before FastAPI's routing: the same
+    status, headers and body as the route itself gives, for good queries and bad ones alike."""
+    fast = TestClient(create_app(bmf))
+    routed = create_app(bmf)
+    routed.user_middleware = [m for m in routed.user_middleware if m.cls is not QueryRoute]
+    routed = TestClient(routed)
+    queries = [
+        "user=1",
+        "user=1&k=3&explain=false",
+        "user=2&k=4&offset=2&explain=0&include_seen=yes",
+        "user=1&user=2&k=5&k=3",  # the last value of a single parameter, as FastAPI reads it
+        "user=2&genres=Comedy&genre=Romance&genres=drama&k=6",  # every value of a repeatable one
+        "user=2&exclude=33&exclude=34&min_year=1995&max_year=2008&min_ratings=5&max_per_genre=2",
+        "user=1&diversity=0.3&k=5&unknown=1",
+        "user=%201&k=007",
+        "user=1&k=",  # then FastAPI's 422s
+        "user=1&k=1.0",
+        "user=1&diversity=nan",
+        "user=1&genres=",
+        "user=1&explain=2",
+        "k=3",
+        "user=999",  # and the recommender's 404 and 400
+        "user=1&genres=Western",
+    ]
+
+    def answer(client: TestClient, method: str, query: str) -> tuple[int, dict[str, str], bytes]:
+        response = client.request(method, f"/recommend?{query}")
+        return response.status_code, dict(response.headers), response.content
+
+    for query in queries:
+        for method in ("GET", "HEAD"):
+            assert answer(fast, method, query) == answer(routed, method, query), (method, query)
+
+
+def test_the_query_route_answers_only_what_its_model_takes():
+    """Anything else reaches the app: another path or method, a query the model refuses, and an
+    error of the endpoint (the app's route raises it again, and answers it as every error is)."""
+    from pydantic import BaseModel, Field
+
+    class Query(BaseModel):
+        user: int = Field(ge=1)
+        tags: list[str] | None = None
+
+    answered, passed = [], []
+
+    async def endpoint(query: Query) -> Response:
+        if query.user == 999:
+            raise UnknownIdError("user 999: not an id of this model")
+        answered.append(query)
+        return Response(b"fast", media_type="text/plain")
+
+    async def app(scope, receive, send):
+        passed.append(scope["query_string"])
+
+    def call(method: str, path: str, query: bytes) -> None:
+        async def send(message):
+            pass
+
+        scope = {"type": "http", "method": method, "path": path, "query_string": query, "headers": []}
+        asyncio.run(QueryRoute(app, "/recommend", Query, endpoint)(scope, None, send))
+
+    call("GET", "/recommend", b"user=2&tags=a&tags=b&user=3&other=x")
+    assert answered == [Query(user=3, tags=["a", "b"])] and not passed
+    for method, path, query in [
+        ("POST", "/recommend", b"user=2"),
+        ("GET", "/similar", b"user=2"),
+        ("GET", "/recommend", b"user=0"),
+        ("GET", "/recommend", b"user=999"),
+    ]:
+        call(method, path, query)
+    assert len(answered) == 1 and passed == [b"user=2", b"user=2", b"user=0", b"user=999"]
 
 
 def test_at_most_1000_ratings_and_k_up_to_the_configured_cap(client, bmf):

@@ -18,9 +18,11 @@ Numbers are taken as numbers only: a JSON body's fields are strict (``true``, ``
 an integer is a 422 naming the field), and a query's integers are plain decimal digits (not ``1.0``,
 ``1_000`` or ``true``). Every GET route answers HEAD too (:class:`HeadAsGet`).
 
-Endpoints run in threads (at most one per core at a time), except a list without explanations that
-takes well under a millisecond (a factor model's, iALS's: timed at start), which is computed on the
-event loop; the recommender they share is read-only, so concurrent requests need no locks.
+Endpoints run in threads (at most one per core at a time), except a list that takes well under a
+millisecond (a factor model's, iALS's with its reasons or without: timed at start), which is computed
+on the event loop; the recommender they share is read-only, so concurrent requests need no locks. A
+well-formed ``GET /recommend`` is answered before FastAPI's routing (:class:`QueryRoute`), from the
+same query model the route declares.
 """
 
 import json
@@ -30,7 +32,9 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from types import UnionType
+from typing import Annotated, Union, get_args, get_origin
+from urllib.parse import parse_qsl
 
 import anyio
 import anyio.to_thread
@@ -41,7 +45,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -144,7 +148,9 @@ class BodyLimit:
     it. A declared Content-Length over the limit is refused at once; every body, declared or chunked,
     is also counted as it arrives (a Content-Length is only the client's word) and held until complete
     (never past the limit), then handed to the app. A body still incomplete after ``seconds`` (one that
-    declared more than it sends) is a 408, rather than a connection held open for good."""
+    declared more than it sends) is a 408, rather than a connection held open for good. An HTTP/1
+    request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112, 6.3): it goes
+    straight on, with nothing to count or wait for (a GET's own cost, not a body's)."""
 
     def __init__(self, app: ASGIApp, limit: int, seconds: float = BODY_SECONDS) -> None:
         self.app = app
@@ -152,7 +158,7 @@ class BodyLimit:
         self.seconds = seconds
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or bodiless(scope):
             await self.app(scope, receive, send)
             return
         declared = [value for name, value in scope["headers"] if name == b"content-length"]
@@ -194,6 +200,13 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+def bodiless(scope: dict) -> bool:
+    """Whether an HTTP/1 request has no body by its framing: neither a length nor chunks declared."""
+    return scope.get("http_version") in ("1.0", "1.1") and not any(
+        name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]
+    )
+
+
 class HeadAsGet:
     """ASGI middleware: HEAD is answered as GET would be, same status and headers, without the body.
     FastAPI's GET routes answer HEAD with 405 (Starlette's own routes and static files take it)."""
@@ -214,6 +227,54 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
+class QueryRoute:
+    """ASGI middleware: ``GET path`` whose query ``model`` takes is answered by ``endpoint`` here,
+    without FastAPI's routing and its per-request walk through the route's signature (which cost as
+    much CPU as an iALS list itself). Everything else goes on to the app, which answers as the route
+    always has: a query the model refuses (FastAPI's 422), or an error the endpoint raises (a 404 for
+    an unknown user: raised again as the app calls the endpoint)."""
+
+    def __init__(
+        self, app: ASGIApp, path: str, model: type[BaseModel], endpoint: Callable[..., Awaitable[Response]]
+    ) -> None:
+        self.app = app
+        self.path = path
+        self.model = model
+        self.endpoint = endpoint
+        self.repeatable = frozenset(n for n, f in model.model_fields.items() if is_list(f.annotation))
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        try:
+            query = self.model.model_validate(query_values(scope["query_string"], self.repeatable))
+            response = await self.endpoint(query)
+        except (ValidationError, DeepMovieError):
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+
+def query_values(query_string: bytes, repeatable: frozenset[str]) -> dict[str, object]:
+    """A query's values as FastAPI reads them (through Starlette's ``QueryParams``): every value of a
+    ``repeatable`` parameter, the last one of any other, blank values kept."""
+    values: dict[str, object] = {}
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name in repeatable:
+            values.setdefault(name, []).append(value)
+        else:
+            values[name] = value
+    return values
+
+
+def is_list(annotation: object) -> bool:
+    """Whether a parameter of this type may repeat in a query (a list, or an optional one)."""
+    if get_origin(annotation) in (Union, UnionType):
+        return any(is_list(arg) for arg in get_args(annotation))
+    return get_origin(annotation) in (list, tuple, set, frozenset)
+
+
 async def reject(send: Callable, status: int, detail: str) -> None:
     """Answer ``{"detail": ...}`` with ``status`` and close the connection (the body is left unread)."""
     body = json.dumps({"detail": detail}).encode()
@@ -229,32 +290,36 @@ async def reject(send: Callable, status: int, detail: str) -> None:
 INLINE_SECONDS = 1e-3  # a list computed faster than this is computed on the event loop
 
 
-def quick(recommender: Recommender, cold_start: bool) -> tuple[bool, bool]:
-    """Whether a list without explanations takes under ``INLINE_SECONDS`` (the best of a few timed
-    calls), for a known user and for a new one: factor models always do."""
-    models = [r for r in (recommender, recommender.rater) if r is not None]
-    if all(r.factors is not None for r in models):
-        return True, True
+def quick(recommender: Recommender, cold_start: bool) -> dict[str, bool]:
+    """Which lists take under ``INLINE_SECONDS`` (the best of a few timed calls): a known user's and a
+    new one's, each without and with explanations (``_explained``). A factor model's lists without
+    explanations always do (one product); a new user's are timed only where one can be folded in."""
+    factors = all(r.factors is not None for r in (recommender, recommender.rater) if r is not None)
+    lists = {"known_user": factors, "new_user": factors}
+    lists |= {"known_user_explained": False, "new_user_explained": False}
     users = np.flatnonzero(recommender.known_users)
     items = np.flatnonzero(recommender.known_items)
     if not len(users) or not len(items):
-        return False, False
+        return lists
     user = recommender.artifacts.user_ids.raw[users[0]].item()
-    item = recommender.artifacts.item_ids.raw[items[0]].item()
-    high = recommender.artifacts.scale.high
+    ratings = {recommender.artifacts.item_ids.raw[items[0]].item(): recommender.artifacts.scale.high}
+    for explain, suffix in ((False, ""), (True, "_explained")):
+        known = partial(recommender.recommend, user, k=10, explain=explain)
+        new = partial(recommender.recommend_new, ratings, k=10, explain=explain)
+        lists[f"known_user{suffix}"] = lists[f"known_user{suffix}"] or fast(known)
+        lists[f"new_user{suffix}"] = lists[f"new_user{suffix}"] or (cold_start and fast(new))
+    return lists
 
-    def fast(call: Callable[[], object]) -> bool:
-        call()  # the first call warms caches up
-        best = float("inf")
-        for _ in range(5):
-            began = time.perf_counter()
-            call()
-            best = min(best, time.perf_counter() - began)
-        return best < INLINE_SECONDS
 
-    known = fast(lambda: recommender.recommend(user, k=10, explain=False))
-    new = cold_start and fast(lambda: recommender.recommend_new({item: high}, k=10, explain=False))
-    return known, new
+def fast(call: Callable[[], object]) -> bool:
+    """Whether ``call`` takes under ``INLINE_SECONDS``: the best of five, after one to warm caches up."""
+    call()
+    best = float("inf")
+    for _ in range(5):
+        began = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - began)
+    return best < INLINE_SECONDS
 
 
 def load_recommender(ranker: Path | str, rater: Path | str | None = None) -> Recommender:
@@ -288,24 +353,40 @@ def create_app(
         version=__version__,
         description=f"Recommendations ranked by a trained {recommender.model_name!r} model{pair}.",
     )
-    app.add_middleware(HeadAsGet)
-    app.add_middleware(BodyLimit, limit=max_body)  # the outermost: before anything reads the body
-    # A list without explanations that takes well under a millisecond (a factor model's one product,
-    # iALS's) is computed on the event loop, sparing a thread hop; explanations (a product per liked
-    # item) and slower models go to threads, at most one per core at a time: more only share the
-    # cores, so every request of a burst would finish late instead of most finishing early.
+    # A list that takes well under a millisecond (a factor model's one product; iALS's, with its
+    # reasons or without) is computed on the event loop, sparing a thread hop; slower ones (a fold-in,
+    # EASE's reasons) go to threads, at most one per core at a time: more only share the cores, so
+    # every request of a burst would finish late instead of most finishing early.
     limiter = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
     described = recommender.describe()
-    fast, fast_new = quick(recommender, bool(described["cold_start"]))
+    inline = quick(recommender, bool(described["cold_start"]))
     info = {
         "ranker": recommender.model_name,
         "rater": rater.model_name if rater is not None else None,
         "rater_cold_start": rater is not None and bool(rater.describe()["cold_start"]),
         "limits": {"max_body": max_body, "max_k": max_k, "max_ratings": max_ratings},
-        "inline": {"known_user": fast, "new_user": fast_new},  # lists computed on the event loop
+        "inline": inline,  # lists computed on the event loop
     }
 
     K = Annotated[QueryInt, Query(ge=1, le=max_k, description=f"how many items (at most {max_k})")]
+
+    class KnownUser(BaseModel):
+        """``GET /recommend``'s query. One definition for FastAPI (the docs, the errors) and for
+        :class:`QueryRoute` (the answers), so both take the same queries."""
+
+        user: UserId
+        k: K = 10
+        offset: Offset = 0
+        explain: Explain = True
+        include_seen: bool = False
+        genres: Genres = None
+        genre: Genre = None
+        min_year: MinYear = None
+        max_year: MaxYear = None
+        min_ratings: MinRatings = 0
+        exclude: Exclude = None
+        max_per_genre: MaxPerGenre = None
+        diversity: Diversity = None
 
     class ColdStart(ColdStartFilters):
         """A new user's ratings: recommendations without retraining (fold-in)."""
@@ -374,43 +455,29 @@ def create_app(
     async def predict(user: UserId, item: ItemId) -> Response:
         """The predicted rating of an item by a known user: the rater's where there is one, else the
         model's own score."""
-        return await answer((rater or recommender).predict, user, item, inline=fast)
+        return await answer((rater or recommender).predict, user, item, inline=inline["known_user"])
 
     @app.get("/recommend", response_model=Recommendations)
-    async def recommend(
-        user: UserId,
-        k: K = 10,
-        offset: Offset = 0,
-        explain: Explain = True,
-        include_seen: bool = False,
-        genres: Genres = None,
-        genre: Genre = None,
-        min_year: MinYear = None,
-        max_year: MaxYear = None,
-        min_ratings: MinRatings = 0,
-        exclude: Exclude = None,
-        max_per_genre: MaxPerGenre = None,
-        diversity: Diversity = None,
-    ) -> Response:
+    async def recommend(query: Annotated[KnownUser, Query()]) -> Response:
         """Top-k items for a known user from position ``offset``, ordered by the ranker's score; items
         they rated are left out unless ``include_seen``."""
         filters = {
-            "genres": [*(genres or ()), *(genre or ())],
-            "min_year": min_year,
-            "max_year": max_year,
-            "min_ratings": min_ratings,
-            "exclude": exclude or (),
-            "max_per_genre": max_per_genre,
-            "diversity": diversity,
+            "genres": [*(query.genres or ()), *(query.genre or ())],
+            "min_year": query.min_year,
+            "max_year": query.max_year,
+            "min_ratings": query.min_ratings,
+            "exclude": query.exclude or (),
+            "max_per_genre": query.max_per_genre,
+            "diversity": query.diversity,
         }
         return await answer(
             recommender.recommend,
-            user,
-            k=k,
-            offset=offset,
-            explain=explain,
-            exclude_seen=not include_seen,
-            inline=fast and not explain,
+            query.user,
+            k=query.k,
+            offset=query.offset,
+            explain=query.explain,
+            exclude_seen=not query.include_seen,
+            inline=inline["known_user_explained" if query.explain else "known_user"],
             **filters,
         )
 
@@ -440,7 +507,7 @@ def create_app(
             k=body.k,
             offset=body.offset,
             explain=body.explain,
-            inline=fast_new and not body.explain,
+            inline=inline["new_user_explained" if body.explain else "new_user"],
             **filters,
         )
 
@@ -467,6 +534,9 @@ def create_app(
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(QueryRoute, path="/recommend", model=KnownUser, endpoint=recommend)
+    app.add_middleware(HeadAsGet)  # outside QueryRoute: HEAD /recommend is answered as GET too
+    app.add_middleware(BodyLimit, limit=max_body)  # the outermost: before anything reads the body
     return app
 
 
