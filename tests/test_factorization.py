@@ -176,3 +176,66 @@ def test_svdpp_visits_a_heavy_user_in_small_blocks_so_plain_sgd_stays_finite(tmp
     heavy = torch.nonzero(model._users[order] == 0).flatten()
     runs = torch.diff(heavy) != 1  # breaks between the heavy user's visits
     assert int(runs.sum()) + 1 >= len(heavy) // model.params.user_block // 2
+
+
+def trained_tables(csv, model: str, **params) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """Weights and per-epoch training losses of a 3-epoch plain-SGD fit."""
+    config = build_config(
+        {
+            "model": model,
+            "data": str(csv),
+            "split": "random:0.2",
+            "params": {"optimizer": "sgd", "lr": 0.01, "epochs": 3, "patience": 0, **params},
+        }
+    )
+    dataset, splits = prepare(config)
+    fitted = build_model(config, dataset, splits[0], torch.device("cpu"))
+    fitted.prepare(splits[0].train, seed=0)
+    losses = [fitted.train_epoch(epoch) for epoch in (1, 2, 3)]
+    return fitted.state_dict(), losses
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
+@pytest.mark.parametrize("model", ["mf", "biased-mf"])
+def test_compiled_sgd_epochs_equal_the_torch_step(low_rank_csv, model, batch_size):
+    """The Numba epoch is the same mini-batch SGD as ``sgd_step``: batch-start reads, summed repeats."""
+    pytest.importorskip("numba")
+    compiled, compiled_losses = trained_tables(low_rank_csv, model, kernel="numba", batch_size=batch_size)
+    reference, reference_losses = trained_tables(low_rank_csv, model, kernel="torch", batch_size=batch_size)
+    assert compiled_losses == pytest.approx(reference_losses, rel=1e-5)
+    for name, tensor in reference.items():
+        torch.testing.assert_close(compiled[name], tensor, rtol=1e-4, atol=1e-5)
+    other, _ = trained_tables(low_rank_csv, model, kernel="numba", batch_size=batch_size + 1)
+    assert not torch.allclose(other["user_factors.weight"], compiled["user_factors.weight"])
+
+
+def test_hogwild_threads_train_the_same_model(low_rank_csv):
+    """Lock-free parts of an epoch at once: not bit-equal to one thread, but as good."""
+    pytest.importorskip("numba")
+    settings = {"optimizer": "sgd", "lr": 0.005, "batch_size": 1, "epochs": 20, "patience": 0}
+    one = run(
+        build_config({"model": "biased-mf", "data": str(low_rank_csv), "params": settings}), None, quiet=True
+    )
+    two = run(
+        build_config(
+            {"model": "biased-mf", "data": str(low_rank_csv), "params": {**settings, "sgd_threads": 2}}
+        ),
+        None,
+        quiet=True,
+    )
+    assert two["test_rmse"] == pytest.approx(one["test_rmse"], abs=0.01)
+    assert (
+        two["test_rmse"]
+        < 0.9 * run(build_config({"model": "bias", "data": str(low_rank_csv)}), None, quiet=True)["test_rmse"]
+    )
+
+
+def test_kernel_numba_without_numba_is_one_clear_error(low_rank_csv, monkeypatch):
+    from deepmovie.models.factorization import mf
+
+    real = mf.importlib.util.find_spec
+    monkeypatch.setattr(mf.importlib.util, "find_spec", lambda name: None if name == "numba" else real(name))
+    with pytest.raises(DeepMovieError, match=r"deepmovie\[fast\]"):
+        trained_tables(low_rank_csv, "biased-mf", kernel="numba")
+    _, losses = trained_tables(low_rank_csv, "biased-mf", kernel="auto")  # auto falls back to torch
+    assert all(np.isfinite(losses))

@@ -210,9 +210,10 @@ def test_cuda_matches_cpu(ratings_csv):
     )
 
 
+@pytest.mark.parametrize("kernel", ["torch", "numba"])
 @pytest.mark.parametrize("model", ["mf", "biased-mf"])
-def test_fused_sgd_step_equals_autograd_sgd(ratings_csv, model):
-    params = {"optimizer": "sgd", "lr": 0.01, "epochs": 3, "patience": 0, "sparse": False}
+def test_fused_sgd_step_equals_autograd_sgd(ratings_csv, model, kernel):
+    params = {"optimizer": "sgd", "lr": 0.01, "epochs": 3, "patience": 0, "sparse": False, "kernel": kernel}
     fused = train(model, ratings_csv, fused=True, **params)
     autograd = train(model, ratings_csv, fused=False, **params)
     assert fused["test_rmse"] == pytest.approx(autograd["test_rmse"], abs=1e-5)

@@ -90,6 +90,11 @@ class MiniBatchModel(Model):
 
     def train_epoch(self, epoch: int) -> float:
         order = self.epoch_order(epoch)
+        fused = self._fused_sgd()
+        compiled = self.compiled_sgd_epoch(order, self.optimization.lr) if fused else None
+        if compiled is not None:
+            self.optimization.end_epoch()
+            return compiled / max(len(order), 1)
         size = self.params.batch_size
         starts = range(0, len(order), size)
         bar = tqdm(
@@ -105,7 +110,6 @@ class MiniBatchModel(Model):
             if self.params.amp and self.device.type == "cuda"
             else contextlib.nullcontext()
         )
-        fused = self._fused_sgd()
         lr = self.optimization.lr
         # The fused step is a few gathers and index_add_ over batch x factors values: too small to
         # split across threads, and on a busy machine the threads' hand-offs dominate (2M ratings of
@@ -141,6 +145,11 @@ class MiniBatchModel(Model):
         than autograd for embedding models, and the same arithmetic.
         """
         raise NotImplementedError
+
+    def compiled_sgd_epoch(self, order: torch.Tensor, lr: float) -> float | None:
+        """The sum of squared errors of one epoch of ``sgd_step`` in ``order``, run by compiled code; None
+        where the model has none (the torch loop runs). Called only when the fused step applies."""
+        return None
 
     def _fused_sgd(self) -> bool:
         """Use ``sgd_step`` only when the class that defines the loss also defines the step: a subclass

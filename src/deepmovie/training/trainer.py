@@ -114,7 +114,8 @@ class Trainer:
             improved = len(valid) == 0 or _better(score, result.best_valid, higher_is_better)
             if improved:
                 result.best_epoch, result.best_valid = epoch, score
-                best_weights = copy.deepcopy(model.state_dict())
+                # Without validation rows the best epoch is always the last: no copy to keep.
+                best_weights = copy.deepcopy(model.state_dict()) if len(valid) else None
                 bad_epochs = 0
             else:
                 bad_epochs += 1

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import importlib.util
+from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
+from deepmovie.data.interactions import Interactions
+from deepmovie.errors import DeepMovieError
 from deepmovie.models.base import DataInfo
 from deepmovie.models.factors import Factors, to_numpy
 from deepmovie.models.layers import embedding
@@ -20,6 +23,17 @@ class MFParams(MiniBatchParams):
     init_std: float = Field(0.1, gt=0, description="std of the normal initialisation of factors")
     reg_user: float = Field(0.02, ge=0, description="L2 on the user factors a batch touches")
     reg_item: float = Field(0.02, ge=0, description="L2 on the item factors a batch touches")
+    kernel: Literal["auto", "numba", "torch"] = Field(
+        "auto",
+        description="code of the plain-SGD step: compiled with Numba (CPU, the 'fast' extra) or torch's; "
+        "auto: Numba where it is installed",
+    )
+    sgd_threads: int = Field(
+        1,
+        ge=0,
+        description="compiled SGD: parts of each epoch run at once without locks (Hogwild); "
+        "1 is bit-reproducible, 0 uses every core",
+    )
 
 
 @MODELS.register("mf")
@@ -27,7 +41,7 @@ class MF(MiniBatchModel):
     """``p_u . q_i``: the tutorial's dot product of embeddings, no biases or mean."""
 
     Params = MFParams
-    with_biases: ClassVar[bool] = False
+    params: MFParams
 
     def __init__(self, params: MFParams, info: DataInfo) -> None:
         super().__init__(params, info)
@@ -50,6 +64,48 @@ class MF(MiniBatchModel):
                 None,
                 reg_by_count=True,  # per-rating SGD: each rating of the user adds reg_user |p_u|^2
             )
+
+    def prepare(self, train: Interactions, seed: int) -> None:
+        super().prepare(train, seed)
+        self._compiled = self._compiled_sgd()
+
+    def _compiled_sgd(self) -> bool:
+        """Whether plain-SGD epochs run in compiled code (``kernel``), refusing what cannot."""
+        kernel = self.params.kernel
+        installed = importlib.util.find_spec("numba") is not None
+        if kernel == "numba" and not installed:
+            raise DeepMovieError(
+                "kernel: numba needs Numba: pip install 'deepmovie[fast]', or use kernel: torch"
+            )
+        if kernel == "numba" and self.device.type != "cpu":
+            raise DeepMovieError(f"kernel: numba runs on the CPU, not {self.device.type}; use kernel: torch")
+        return kernel == "numba" or (kernel == "auto" and installed and self.device.type == "cpu")
+
+    def compiled_sgd_epoch(self, order: torch.Tensor, lr: float) -> float | None:
+        if not self._compiled:
+            return None
+        from deepmovie.models.factorization.sgd_kernels import sgd_epoch
+
+        p = self.params
+        rows = (self._users.numpy(), self._items.numpy(), self._ratings.numpy())
+        return sgd_epoch(
+            order.numpy(),
+            rows,
+            (self.user_factors.weight.detach().numpy(), self.item_factors.weight.detach().numpy()),
+            self._bias_tables(),
+            mean=self._mean(),
+            lr=lr,
+            reg=(p.reg_user, p.reg_item, getattr(p, "reg_bias", 0.0)),
+            batch_size=p.batch_size,
+            threads=p.sgd_threads,
+        )
+
+    def _bias_tables(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(user, item) bias tables as writable arrays sharing the weights' memory; None without biases."""
+        return None
+
+    def _mean(self) -> float:
+        return 0.0
 
     def batch_loss(self, users, items, ratings):
         p, q = self.user_factors(users), self.item_factors(items)
@@ -113,6 +169,12 @@ class BiasedMF(MF):
                 self.params.reg_bias,
                 reg_by_count=True,
             )
+
+    def _bias_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.user_bias.weight.detach()[:, 0].numpy(), self.item_bias.weight.detach()[:, 0].numpy()
+
+    def _mean(self) -> float:
+        return float(self.mean)
 
     def rate(self, users: torch.Tensor, items: torch.Tensor, user_vectors: torch.Tensor) -> torch.Tensor:
         """``mu + b_u + b_i + x_u . q_i`` for a given user vector (``p_u``, or SVD++'s richer one)."""
