@@ -195,17 +195,22 @@ def trained_tables(csv, model: str, **params) -> tuple[dict[str, torch.Tensor], 
     return fitted.state_dict(), losses
 
 
-@pytest.mark.parametrize("batch_size", [1, 5, 64])
+@pytest.mark.parametrize(
+    ("batch_size", "order"), [(1, "shuffled"), (5, "shuffled"), (64, "by-user"), (1, "by-user")]
+)
 @pytest.mark.parametrize("model", ["mf", "biased-mf"])
-def test_compiled_sgd_epochs_equal_the_torch_step(low_rank_csv, model, batch_size):
+def test_compiled_sgd_epochs_equal_the_torch_step(low_rank_csv, model, batch_size, order):
     """The Numba epoch is the same mini-batch SGD as ``sgd_step``: batch-start reads, summed repeats."""
     pytest.importorskip("numba")
-    compiled, compiled_losses = trained_tables(low_rank_csv, model, kernel="numba", batch_size=batch_size)
-    reference, reference_losses = trained_tables(low_rank_csv, model, kernel="torch", batch_size=batch_size)
+    settings = {"batch_size": batch_size, "order": order}
+    compiled, compiled_losses = trained_tables(low_rank_csv, model, kernel="numba", **settings)
+    reference, reference_losses = trained_tables(low_rank_csv, model, kernel="torch", **settings)
     assert compiled_losses == pytest.approx(reference_losses, rel=1e-5)
     for name, tensor in reference.items():
         torch.testing.assert_close(compiled[name], tensor, rtol=1e-4, atol=1e-5)
-    other, _ = trained_tables(low_rank_csv, model, kernel="numba", batch_size=batch_size + 1)
+    other, _ = trained_tables(
+        low_rank_csv, model, kernel="numba", **{**settings, "batch_size": batch_size + 1}
+    )
     assert not torch.allclose(other["user_factors.weight"], compiled["user_factors.weight"])
 
 
@@ -239,3 +244,17 @@ def test_kernel_numba_without_numba_is_one_clear_error(low_rank_csv, monkeypatch
         trained_tables(low_rank_csv, "biased-mf", kernel="numba")
     _, losses = trained_tables(low_rank_csv, "biased-mf", kernel="auto")  # auto falls back to torch
     assert all(np.isfinite(losses))
+
+
+def test_by_user_order_visits_each_rating_once_with_each_users_ratings_together(low_rank_csv):
+    config = build_config({"model": "biased-mf", "data": str(low_rank_csv), "params": {"order": "by-user"}})
+    dataset, splits = prepare(config)
+    model = build_model(config, dataset, splits[0], torch.device("cpu"))
+    model.prepare(splits[0].train, seed=0)
+    users = torch.as_tensor(splits[0].train.users).long()
+    first, second = model.epoch_order(1), model.epoch_order(2)
+    assert torch.equal(torch.sort(first).values, torch.arange(len(users)))
+    visited = users[first]
+    changes = int((visited[1:] != visited[:-1]).sum()) + 1
+    assert changes == len(torch.unique(users))  # one block per user
+    assert not torch.equal(torch.unique_consecutive(visited), torch.unique_consecutive(users[second]))
