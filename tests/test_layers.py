@@ -1,5 +1,5 @@
 """The package's layers import only downward: data -> splits -> engine -> models -> training ->
-evaluation -> recommender -> experiment -> serving/bench/tuning/blend -> cli. A cycle, or a lower
+evaluation -> recommender -> experiment -> serving/bench/tuning/blend -> auto -> cli. A cycle, or a lower
 layer reaching up (a model importing the trainer, the experiment importing serving), fails here."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ LAYERS = [
     {"recommender"},
     {"experiment"},
     {"serving", "bench", "tuning", "blend"},
+    {"auto"},  # searches with tuning, blends with blend
     {"cli", "__main__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

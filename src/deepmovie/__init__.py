@@ -1,6 +1,6 @@
 """DeepMovie: deep-learning movie recommenders on one data, training and evaluation pipeline.
 
-The Python API, in four names (imported on first use, so ``deepmovie --help`` stays quick)::
+The Python API, in five names (imported on first use, so ``deepmovie --help`` stays quick)::
 
     import deepmovie
 
@@ -8,6 +8,7 @@ The Python API, in four names (imported on first use, so ``deepmovie --help`` st
     rec.summary["test_rmse"], rec.predict(1, 260).rating, rec.recommend(1, k=10)
     rec.save("runs/bmf"); same = deepmovie.load("runs/bmf")
     data = deepmovie.Dataset.from_pandas(frame, user="userId", item="movieId", rating="rating")
+    found = deepmovie.auto("ratings.csv", "runs/auto", budget="30m"); deepmovie.load("runs/auto/best")
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Dataset", "Recommender", "fit", "load"]
+__all__ = ["Dataset", "Recommender", "auto", "fit", "load"]
 
 if TYPE_CHECKING:
     from deepmovie.data.dataset import Dataset
@@ -28,6 +29,29 @@ def load(run_dir: str | Any) -> Recommender:
     from deepmovie.recommender import Recommender
 
     return Recommender.load(run_dir)
+
+
+def auto(
+    data: str,
+    out: str | Any,
+    *,
+    budget: str | float = "30m",
+    task: str | None = None,
+    jobs: int = 1,
+    **config: Any,
+) -> dict[str, Any]:
+    """The best model for ``data`` found within ``budget`` (``"30m"`` or seconds), written to ``out``
+    (``out/best`` is servable); ``config`` takes the run settings (``split``, ``test_file``, ``seed``,
+    ``valid_fraction``, ``max_memory``...). Returns the summary (``deepmovie auto``)."""
+    from pathlib import Path
+
+    from deepmovie.auto import auto as run_auto
+    from deepmovie.auto import parse_budget
+    from deepmovie.config import build_config
+
+    seconds = parse_budget(budget) if isinstance(budget, str) else float(budget)
+    settings = build_config({"model": "bias", "data": data, **config})
+    return run_auto(settings, Path(out), budget=seconds, task=task, jobs=jobs)
 
 
 def __getattr__(name: str) -> Any:

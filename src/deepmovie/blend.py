@@ -10,12 +10,16 @@ A run trained with ``--refit`` has seen the validation rows, so its validation p
 flatter it: such runs are refused as members. They may instead be a member's *twin*: the same
 config with ``refit: true``, whose test predictions replace the member's once the weights are fitted
 on the member's validation predictions (the weights never see a row the twin trained on).
+
+The output folder is a run directory of the ``blend`` model (:mod:`deepmovie.models.blend`), written
+by :meth:`Recommender.save` as any run is, so ``deepmovie serve`` and ``deepmovie.load`` take it: its
+``model.pt`` holds the served models' weights, the twins' where given (trained on train + valid, the
+better models to serve), else the members'.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 
 from deepmovie import machine
-from deepmovie.config import RunConfig
+from deepmovie.config import RunConfig, build_config
 from deepmovie.data.dataset import Dataset
 from deepmovie.data.interactions import Interactions
 from deepmovie.errors import DeepMovieError
@@ -33,7 +37,8 @@ from deepmovie.experiment import build_model, prepare
 from deepmovie.files import write_text
 from deepmovie.metrics import mae, rmse
 from deepmovie.models import Model
-from deepmovie.recommender.artifacts import read_config
+from deepmovie.recommender import Recommender
+from deepmovie.recommender.artifacts import Artifacts, read_config
 from deepmovie.recommender.recommender import read_weights
 from deepmovie.rundir import SUMMARY, WEIGHTS, claim, read_summary
 from deepmovie.splits import Split
@@ -60,7 +65,12 @@ class Run:
             raise DeepMovieError(f"{path}: a run of {len(summary['folds'])} folds; blend runs of one split")
         if summary.get("task", "rating") != "rating":
             raise DeepMovieError(f"{path}: a {summary['task']!r} model; a blend combines rating predictions")
-        return cls(path, read_config(path), summary)
+        config = read_config(path)
+        if config.model == "blend":
+            raise DeepMovieError(
+                f"{path}: a blend, its weights fitted on the validation rows; blend its member runs instead"
+            )
+        return cls(path, config, summary)
 
 
 def blend(
@@ -75,8 +85,9 @@ def blend(
     """Fit blend weights on the validation rows of ``members``' shared split and score the test rows.
 
     ``twins`` (optional, one per member, in order) are refit runs of the members' configs whose test
-    predictions are used instead. ``ridge`` is the L2 penalty on the weights per validation row.
-    ``out`` is new, empty or an earlier blend's (rewritten); ``overwrite`` takes any folder.
+    predictions are used (and whose weights are served) instead. ``ridge`` is the L2 penalty on the
+    weights per validation row. ``out`` becomes a servable run directory of the blend with
+    ``blend.md``; it is new, empty or an earlier blend's (rewritten); ``overwrite`` takes any folder.
     """
     runs = [Run.load(Path(p)) for p in members]
     twin_runs = [Run.load(Path(p)) for p in twins] if twins else None
@@ -92,22 +103,23 @@ def blend(
         )
     if out is not None:
         claim(out, (REPORT,), "a blend folder", overwrite=overwrite)
-    columns = [
-        run_predictions(run, dataset, split, split.valid, split.test)
-        if twin_runs is None
-        else run_predictions(run, dataset, split, split.valid)
-        + run_predictions(twin_runs[n], dataset, split, split.test)
-        for n, run in enumerate(runs)
-    ]
-    valid = np.column_stack([c[0] for c in columns])
-    test = np.column_stack([c[1] for c in columns])
-    weights, intercept = fit_weights(valid, split.valid.ratings, ridge)
     scale = dataset.scale
+    valid_columns, test_columns, served = [], [], []
+    for run, twin in zip(runs, twin_runs or runs, strict=True):
+        model, fallback = load_run(run, dataset, split)
+        valid_columns.append(predict_ratings(model, fallback, split.valid.users, split.valid.items, scale)[0])
+        if twin is not run:
+            model, fallback = load_run(twin, dataset, split)
+        test_columns.append(predict_ratings(model, fallback, split.test.users, split.test.items, scale)[0])
+        served.append(model)
+    valid, test = np.column_stack(valid_columns), np.column_stack(test_columns)
+    weights, intercept = fit_weights(valid, split.valid.ratings, ridge)
 
     def combine(predictions: np.ndarray) -> np.ndarray:
         return np.clip(intercept + predictions @ weights, scale.low, scale.high)
 
     summary = {
+        "model": "blend",
         "members": [
             {
                 "run": str(r.path),
@@ -132,10 +144,43 @@ def blend(
         "machine": machine.describe(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    if out is not None:  # the report first: it marks the folder as a blend's
+    if out is not None:  # the report first: it marks the folder as a blend's, to be rewritten
         write_text(out / REPORT, report(summary))
-        write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
+        sources = twin_runs or runs
+        served_blend(runs[0].config, dataset, split, served, sources, weights, intercept, summary).save(
+            out, overwrite=True
+        )
     return summary
+
+
+def served_blend(
+    config: RunConfig,
+    dataset: Dataset,
+    split: Split,
+    served: list[Model],
+    sources: list[Run],
+    weights: np.ndarray,
+    intercept: float,
+    summary: dict[str, Any],
+) -> Recommender:
+    """The ``blend`` model of the ``served`` models (read from the runs ``sources``) with the fitted
+    weights, as a recommender on ``config``'s data, split and seed (``refit`` when they are twins)."""
+    members = [
+        {"model": m.name, "params": m.params.model_dump(), "weight": float(w)}
+        for m, w in zip(served, weights, strict=True)
+    ]
+    blend_config = build_config(
+        {
+            **config.model_dump(),
+            "model": "blend",
+            "refit": any(r.summary["refit"] for r in sources),
+            "params": {"members": members, "intercept": intercept},
+        }
+    )
+    model = build_model(blend_config, dataset, split, torch.device("cpu"))
+    state = {f"members.{n}.{k}": v for n, m in enumerate(served) for k, v in m.state_dict().items()}
+    model.load_weights(state, ", ".join(str(r.path / WEIGHTS) for r in sources))
+    return Recommender(model, blend_config, Artifacts.of(dataset, split), summary)
 
 
 def fit_weights(predictions: np.ndarray, ratings: np.ndarray, ridge: float) -> tuple[np.ndarray, float]:
@@ -183,12 +228,16 @@ def _check(runs: list[Run], twins: list[Run] | None) -> None:
 
 
 def run_predictions(run: Run, dataset: Dataset, split: Split, *rows: Interactions) -> list[np.ndarray]:
-    """``run``'s clipped predictions of each of ``rows``, as its evaluation made them: the model
-    prepared on the rows it trained on, cold rows from the baseline fitted on those rows."""
-    trained_on = split.train.concat(split.valid) if run.summary["refit"] else split.train
-    model = _load_model(run, dataset, split, trained_on)
-    fallback = ColdFallback.fit(trained_on)
+    """``run``'s clipped predictions of each of ``rows``, as its evaluation made them."""
+    model, fallback = load_run(run, dataset, split)
     return [predict_ratings(model, fallback, r.users, r.items, dataset.scale)[0] for r in rows]
+
+
+def load_run(run: Run, dataset: Dataset, split: Split) -> tuple[Model, ColdFallback]:
+    """``run``'s saved model attached to the rows it trained on, and the baseline fitted on those rows
+    that predicts its cold rows: what its evaluation predicted with."""
+    trained_on = split.train.concat(split.valid) if run.summary["refit"] else split.train
+    return _load_model(run, dataset, split, trained_on), ColdFallback.fit(trained_on)
 
 
 def _load_model(run: Run, dataset: Dataset, split: Split, trained_on: Interactions) -> Model:
@@ -212,6 +261,9 @@ def report(summary: dict[str, Any]) -> str:
         f"({summary['intercept']:+.4f}), fitted on the {summary['n_valid']:,} validation rows only; "
         f"the {summary['n_test']:,} test rows scored once"
         + ("; test predictions from each member's refit twin" if twins else ""),
+        "- served: this folder is a run directory of the `blend` model (`deepmovie serve`, "
+        "`deepmovie.load`) holding "
+        + ("each refit twin's weights (trained on train + valid)" if twins else "each member run's weights"),
         "",
         "| member | model | weight | valid RMSE | test RMSE | test MAE |",
         "|---|---|---|---|---|---|",

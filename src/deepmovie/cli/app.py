@@ -309,9 +309,66 @@ def tune(
 
 
 @app.command()
+def auto(
+    out: Annotated[Path, typer.Option(help="folder for the result (OUT/best), leaderboard and studies")],
+    data: Data = None,
+    split: Split = None,
+    test_file: TestFile = None,
+    task: Annotated[
+        str | None, typer.Option(help="rating or ranking (default: from the data; 0/1 data is ranking)")
+    ] = None,
+    budget: Annotated[str, typer.Option(help="wall time to spend, e.g. 30m, 90s, 1h30m")] = "30m",
+    jobs: Annotated[int, typer.Option(help="trials run at once (worker processes)")] = 1,
+    seed: Seed = None,
+    valid_fraction: Annotated[float | None, typer.Option(help="share of train that scores trials")] = None,
+    device: Device = None,
+    max_memory: MaxMemory = None,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    """Find the best model for DATA in a time budget: search, refit, blend; OUT/best is servable."""
+    import shlex
+
+    from deepmovie.auto import auto as run_auto
+    from deepmovie.auto import parse_budget
+
+    _quiet(quiet)
+    if task not in (None, "rating", "ranking"):
+        raise DeepMovieError(f"--task {task!r}: choose rating or ranking")
+    given = {
+        "model": "bias",  # each candidate replaces it
+        "data": data,
+        "split": split,
+        "test_file": test_file,
+        "seed": seed,
+        "device": device,
+        "valid_fraction": valid_fraction,
+        "max_memory": _bytes(max_memory),
+    }
+    summary = run_auto(
+        build_config({k: v for k, v in given.items() if v is not None}),
+        out,
+        budget=parse_budget(budget),
+        task=task,
+        jobs=jobs,
+        command="deepmovie " + shlex.join(sys.argv[1:]),
+        overwrite=overwrite,
+        quiet=quiet or not sys.stderr.isatty(),
+    )
+    result = summary["result"]
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith(("test_", "valid_")) and v)
+    typer.echo(
+        f"{result['kind']}: {figures}; {summary['wall_seconds']:.0f} s of {summary['budget_seconds']:.0f} s"
+        f"\nserve it: deepmovie serve {result['run']}\n{out / 'auto.md'}  {out / 'leaderboard.md'}"
+    )
+
+
+@app.command()
 def blend(
     runs: Annotated[list[Path], typer.Argument(help="run directories (trained without --refit)")],
-    out: Annotated[Path | None, typer.Option(help="folder for summary.json and blend.md")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="folder for the blend: a servable run directory, with blend.md")
+    ] = None,
     twin: Annotated[
         list[Path] | None,
         typer.Option(help="a member's --refit twin for the test predictions (one per member, in order)"),
@@ -319,7 +376,8 @@ def blend(
     ridge: Annotated[float, typer.Option(help="L2 on the weights, per validation row")] = 1e-4,
     overwrite: Overwrite = False,
 ) -> None:
-    """Blend runs: weights fitted on the validation rows, scored once on the test rows."""
+    """Blend runs: weights fitted on the validation rows, scored once on the test rows; --out is then
+    a run directory of the blend (deepmovie serve OUT, recommend OUT ...)."""
     import shlex
 
     from deepmovie.blend import blend as run_blend
@@ -335,6 +393,8 @@ def blend(
         f"{'blend':12s} intercept {summary['intercept']:+.4f}  valid RMSE {summary['valid_rmse']:.4f}  "
         f"test RMSE {summary['test_rmse']:.4f}  test MAE {summary['test_mae']:.4f}"
     )
+    if out is not None:
+        typer.echo(f"{out / 'blend.md'}  (serve it: deepmovie serve {out})")
 
 
 @app.command()

@@ -1,11 +1,11 @@
 """Model families. Importing this package registers every built-in model in ``MODELS``."""
 
-from deepmovie.models import baselines  # noqa: F401  (registers global-mean, bias)
+from deepmovie.models import baselines, blend  # noqa: F401  (registers global-mean, bias; blend)
 from deepmovie.models.autoencoders import autorec, cdae, deeprec  # noqa: F401  (autorec, cdae, deeprec)
 from deepmovie.models.base import DataInfo, Model, ModelParams
 from deepmovie.models.deep import deepmf, ncf  # noqa: F401  (deepmf, gmf, ncf-mlp, neumf)
 from deepmovie.models.factorization import mf, pmf, svdpp  # noqa: F401  (mf, biased-mf, pmf, svdpp)
-from deepmovie.models.features import dcn, dlrm, fm  # noqa: F401  (fm, dlrm, dcn)
+from deepmovie.models.features import bayes_fm, dcn, dlrm, fm  # noqa: F401  (bayes-fm, fm, dlrm, dcn)
 from deepmovie.models.hybrid import deepmovie  # noqa: F401  (hybrid)
 from deepmovie.models.ranking import (  # noqa: F401  (one registered model each; multvae: multvae, multdae)
     bpr,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import multiprocessing
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -53,21 +54,26 @@ def tune(
     study_name: str | None = None,
     storage: str | None = None,
     timeout: float | None = None,
+    deadline: float | None = None,
     command: str | None = None,
     overwrite: bool = False,
     quiet: bool = True,
+    data: tuple[Dataset, Split] | None = None,
 ) -> dict[str, Any]:
     """Run ``trials`` more trials of ``config.model``'s search space; write ``best.yaml`` and
     ``study.md`` to ``out``. Returns the study's summary (best value, params, trial counts).
 
     ``out`` is new, empty or this study's folder (the study continues); ``overwrite`` takes any folder,
-    deletes the other studies in its ``study.db`` and starts a study of another configuration afresh."""
+    deletes the other studies in its ``study.db`` and starts a study of another configuration afresh.
+    ``timeout`` stops starting trials; ``deadline`` (a ``time.time()``) also cuts a running trial at its
+    next epoch (pruned, its epochs' figures kept), so a time budget holds for slow trials too. ``data``
+    is ``config``'s (dataset, split) when the caller has it already."""
     space_of = get_space(config.model)  # an unknown model fails here, before any data is read
     if trials < 1 or jobs < 1:
         raise DeepMovieError(f"--trials {trials} and --jobs {jobs} must both be at least 1")
     if timeout is not None and timeout <= 0:
         raise DeepMovieError(f"--timeout {timeout:g}: must be a positive number of seconds")
-    dataset, split = _one_split(config)
+    dataset, split = data or _one_split(config)
     goal, higher_is_better = monitor(config, dataset, split)
     if storage is not None:
         _usable(storage)  # before --out is claimed: opening a storage creates its tables
@@ -85,7 +91,17 @@ def tune(
     shares = [trials // jobs + (w < trials % jobs) for w in range(jobs)]
     threads = max(1, torch.get_num_threads() // jobs)
     tasks = [
-        (config.resolved(), study_name, storage, n, timeout, threads, config.seed + 1000 * done + w, quiet)
+        (
+            config.resolved(),
+            study_name,
+            storage,
+            n,
+            timeout,
+            deadline,
+            threads,
+            config.seed + 1000 * done + w,
+            quiet,
+        )
         for w, n in enumerate(shares)
         if n
     ]
@@ -216,6 +232,7 @@ def _optimize(
     storage: str,
     trials: int,
     timeout: float | None,
+    deadline: float | None,
     threads: int,
     seed: int,
     quiet: bool,
@@ -245,8 +262,14 @@ def _optimize(
             trial.report(score, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch}: valid {score:.4f} below the median")
+            if deadline is not None and time.time() > deadline:
+                raise optuna.TrialPruned(f"epoch {epoch}: the time budget is spent")
 
-        fit = fit_valid(config.model_copy(update={"params": params}), dataset, split, device, report)
+        try:
+            fit = fit_valid(config.model_copy(update={"params": params}), dataset, split, device, report)
+        except DeepMovieError as exc:  # kept with the trial: a leaderboard says why it failed
+            trial.set_user_attr("error", str(exc))
+            raise
         trial.set_user_attr("best_epoch", fit.best_epoch)
         return fit.best_valid
 

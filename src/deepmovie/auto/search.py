@@ -1,0 +1,434 @@
+"""``deepmovie auto``: from a ratings file to the best model found in a time budget, servable.
+
+1. Profile the training rows and pick candidates by rule (:mod:`deepmovie.auto.candidates`).
+2. Successive halving over candidates: each round splits its share of the search time equally among
+   the candidates still in, each continuing its own Optuna study (:func:`deepmovie.tuning.tune`, trials
+   judged on validation rows only, pruned by the median rule, cut at the round's deadline); after a
+   round the better half goes on.
+3. The finalists are trained once more with their best settings (early-stopped on the same validation
+   rows), then blended by ridge on those rows (:func:`deepmovie.blend.blend`); the test rows are scored
+   once. For ranking, the best model by validation NDCG@10 is the result.
+4. ``OUT/best`` is a servable run directory; ``leaderboard.md/json`` lists every trial.
+
+The budget is wall time: 70% for the search, the rest for the finalists, whose cost is known from
+their best trial's seconds; a finalist that would not fit in what is left is skipped, and says so.
+Every step is recorded in ``auto.json`` as it ends, so the same command resumes an interrupted run
+where it stopped, with the time already spent counted against the budget.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from deepmovie import machine
+from deepmovie.auto.candidates import Candidate, candidates
+from deepmovie.auto.profile import DataProfile, Task, profile
+from deepmovie.auto.report import leaderboard_markdown, leaderboard_rows, markdown, plot_leaderboard
+from deepmovie.blend import blend
+from deepmovie.config import RunConfig
+from deepmovie.data.dataset import Dataset
+from deepmovie.errors import DeepMovieError
+from deepmovie.experiment import fit_valid, monitor, prepare, run, select_device
+from deepmovie.files import write_text
+from deepmovie.models import DataInfo
+from deepmovie.rundir import SUMMARY, claim, read_summary
+from deepmovie.splits import Split
+from deepmovie.tuning import tune
+from deepmovie.tuning.study import STUDY_DB
+
+STATE = "auto.json"
+BEST = "best"
+STUDIES = "studies"
+MEMBERS = "members"
+SEARCH_SHARE = 0.7
+MAX_FINALISTS = {"rating": 4, "ranking": 1}
+MARGIN = 1.2  # a finalist's refit is expected to take its best trial's seconds, times this
+UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_budget(text: str) -> float:
+    """Seconds in ``30m``, ``90s``, ``1h30m`` or a plain number of seconds."""
+    value = str(text).strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", value)
+    if not value or parts is None or not any(parts.groups()):
+        raise DeepMovieError(f"--budget {text!r}: expected a duration such as 30m, 90s or 1h30m")
+    seconds = sum(float(n) * unit for n, unit in zip(parts.groups(), (3600, 60, 1), strict=True) if n)
+    if seconds <= 0:
+        raise DeepMovieError(f"--budget {text!r}: must be more than 0 seconds")
+    return seconds
+
+
+def auto(
+    config: RunConfig,
+    out: Path,
+    *,
+    budget: float,
+    task: Task | None = None,
+    jobs: int = 1,
+    command: str | None = None,
+    overwrite: bool = False,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Search, refit, blend and write ``out`` within ``budget`` seconds; the summary (also in
+    ``auto.json``). ``config`` gives the data, split, seed and limits; its model is ignored."""
+    began = time.time()
+    if budget <= 0 or jobs < 1:
+        raise DeepMovieError(f"--budget {budget:g} s and --jobs {jobs} must be positive")
+    dataset, split = _one_split(config)
+    data_profile = profile(dataset, split)
+    task = task or data_profile.task
+    if task == "rating" and data_profile.implicit:
+        raise DeepMovieError(
+            f"{config.data}: {data_profile.distinct_ratings} distinct rating value(s): nothing to "
+            "regress; use --task ranking"
+        )
+    settings = {"config": config.model_dump(exclude={"model"}), "task": task, "budget": budget, "jobs": jobs}
+    state = _start(out, settings, overwrite)
+    if state.get("summary"):
+        return state["summary"]
+    spent_before = state.get("spent", 0.0)
+    clock = Clock(began, budget - spent_before, spent_before)
+    found, skipped = candidates(data_profile, task, _info(dataset, split), config.max_memory)
+    if not found:
+        raise DeepMovieError(f"no candidate model fits this data: {'; '.join(skipped)}")
+    search = Search(config, out, found, jobs, quiet, (dataset, split))
+    goal, higher_is_better = monitor(search.config_of(found[0]), dataset, split)
+    state.update(profile=data_profile.to_dict(), candidates=[c.__dict__ for c in found], skipped=skipped)
+    state.update(monitor=goal, direction="maximize" if higher_is_better else "minimize")
+    _save(out, state, clock)
+    search.run(state, clock, lambda: _save(out, state, clock), MAX_FINALISTS[task])
+    finals = _finalists(search, task, state, clock, out)
+    _save(out, state, clock)
+    result = _result(finals, task, out, command)
+    summary = {
+        "task": task,
+        "data": config.data,
+        "split": "file" if config.test_file else config.split,
+        "seed": config.seed,
+        "monitor": goal,
+        "profile": data_profile.to_dict(),
+        "skipped": skipped,
+        "finalists": finals,
+        "result": result,
+        "budget_seconds": budget,
+        "wall_seconds": clock.spent(),
+        "command": command,
+        "machine": machine.describe(),
+        "load_average": os.getloadavg(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    rows = leaderboard_rows(search.trials(state), higher_is_better)
+    write_text(out / "leaderboard.json", json.dumps(rows, indent=2) + "\n")
+    write_text(out / "leaderboard.md", leaderboard_markdown(rows, goal))
+    write_text(out / "auto.md", markdown(summary, state, rows))
+    plot_leaderboard(rows, goal, out / "leaderboard.png")
+    state["summary"] = summary
+    _save(out, state, clock)
+    return summary
+
+
+class Clock:
+    """Wall time against the budget, across resumed runs."""
+
+    def __init__(self, began: float, left: float, spent_before: float) -> None:
+        self.began, self.deadline, self.spent_before = began, began + left, spent_before
+
+    def spent(self) -> float:
+        return self.spent_before + time.time() - self.began
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+
+class Search:
+    """The candidates' studies: successive halving rounds, each study continued where it stopped."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        out: Path,
+        found: list[Candidate],
+        jobs: int,
+        quiet: bool,
+        data: tuple[Dataset, Split],
+    ) -> None:
+        self.config, self.out, self.found, self.data = config, out, found, data
+        self.jobs, self.quiet = jobs, quiet
+
+    def config_of(self, candidate: Candidate, params: dict[str, Any] | None = None) -> RunConfig:
+        return self.config.model_copy(
+            update={"model": candidate.model, "params": {**candidate.params, **(params or {})}}
+        )
+
+    def run(self, state: dict, clock: Clock, save: Any, finalists: int) -> None:
+        """Successive halving until the time the finalists will need is all that is left."""
+        alive = [c.model for c in self.found]
+        rounds = state.setdefault("rounds", [])
+        total = max(1, math.ceil(math.log2(len(alive)))) if len(alive) > 1 else 1
+        if rounds:  # resumed: continue with the candidates the last finished round kept
+            alive = rounds[-1]["kept"]
+        for number in range(len(rounds), total):
+            search_end = clock.deadline - self.reserve(state, alive, finalists, clock)
+            now = time.time()
+            if now >= search_end:
+                break
+            round_end = now + (search_end - now) / (total - number)
+            slot = (round_end - now) / len(alive)
+            for model in alive:
+                self.search(self._candidate(model), min(time.time() + slot, round_end), state)
+                save()
+            scored = sorted(alive, key=lambda m: self.rank_key(state, m))
+            kept = scored[: max(2, math.ceil(len(alive) / 2))] if number < total - 1 else scored
+            if number < total - 1:  # one epoch longer than its next share would only overrun the budget
+                share = (clock.deadline - self.reserve(state, kept, finalists, clock) - time.time()) / (
+                    (total - number - 1) * len(kept)
+                )
+                kept = [m for m in kept if self.epoch_seconds(m, state) <= share] or kept[:1]
+            rounds.append({"round": number + 1, "slot_seconds": slot, "searched": alive, "kept": kept})
+            alive = kept
+            save()
+
+    def reserve(self, state: dict, alive: list[str], finalists: int, clock: Clock) -> float:
+        """Seconds kept for the finalists: a fixed share of the budget, or what their best trials took
+        (with a margin) once that is known and more."""
+        budget = clock.deadline - clock.began + clock.spent_before
+        best = [self.best(state, m) for m in sorted(alive, key=lambda m: self.rank_key(state, m))]
+        known = sum((b.get("seconds") or 0.0) for b in best[:finalists] if b is not None)
+        return max((1 - SEARCH_SHARE) * budget, MARGIN * known)
+
+    def _candidate(self, model: str) -> Candidate:
+        return next(c for c in self.found if c.model == model)
+
+    def search(self, candidate: Candidate, until: float, state: dict) -> None:
+        """Spend until ``until`` on ``candidate``: trials of its study, or its one fit."""
+        config = self.config_of(candidate)
+        if not candidate.searchable:
+            self._fit_once(candidate, config, until, state)
+            return
+        folder = self.out / STUDIES / candidate.model
+        try:
+            tune(
+                config,
+                folder,
+                10**6,
+                jobs=self.jobs,
+                timeout=max(until - time.time(), 1.0),
+                deadline=until,
+                quiet=self.quiet,
+                data=self.data if self.jobs == 1 else None,
+            )
+        except DeepMovieError as exc:  # no trial finished in its slot: its epochs' figures still count
+            state.setdefault("notes", {})[candidate.model] = str(exc)
+
+    def _fit_once(self, candidate: Candidate, config: RunConfig, until: float, state: dict) -> None:
+        fixed = state.setdefault("fixed", {})
+        if candidate.model in fixed:
+            return
+        dataset, split = self.data
+        began = time.time()
+        figures: list[float] = []
+
+        def cut(epoch: int, score: float) -> None:
+            figures.append(score)
+            if time.time() > until:
+                raise _OutOfTime
+
+        try:
+            fit = fit_valid(config, dataset, split, select_device(config.device), cut)
+            value, epoch, note = fit.best_valid, fit.best_epoch, None
+        except _OutOfTime:
+            finite = [f for f in figures if math.isfinite(f)]
+            value = (max if state.get("direction") == "maximize" else min)(finite) if finite else None
+            epoch, note = len(figures), "cut by the time budget"
+        except DeepMovieError as exc:
+            value, epoch, note = None, 0, str(exc)
+        fixed[candidate.model] = {
+            "value": value,
+            "best_epoch": epoch,
+            "epochs": len(figures),
+            "seconds": time.time() - began,
+            "params": candidate.params,
+            "note": note,
+        }
+
+    def best(self, state: dict, model: str) -> dict[str, Any] | None:
+        """The best validation figure ``model`` reached, its settings and the seconds its trial took."""
+        if model in state.get("fixed", {}):
+            entry = state["fixed"][model]
+            return entry if entry["value"] is not None else None
+        trials = [t for t in self._study_trials(model) if t["value"] is not None]
+        if not trials:
+            return None
+        pick = max if state.get("direction") == "maximize" else min
+        return pick(trials, key=lambda t: t["value"])
+
+    def epoch_seconds(self, model: str, state: dict) -> float:
+        """The fastest epoch ``model``'s trials took: the smallest step a budget can cut it at."""
+        rows = [t for t in self.trials(state) if t["model"] == model and t.get("seconds") and t.get("epochs")]
+        return min((t["seconds"] / t["epochs"] for t in rows), default=0.0)
+
+    def rank_key(self, state: dict, model: str) -> float:
+        best = self.best(state, model)
+        if best is None:
+            return math.inf
+        return -best["value"] if state.get("direction") == "maximize" else best["value"]
+
+    def _study_trials(self, model: str) -> list[dict[str, Any]]:
+        db = self.out / STUDIES / model / STUDY_DB
+        if not db.is_file():
+            return []
+        study = optuna.load_study(study_name=model, storage=f"sqlite:///{db}")
+        return [_trial_row(model, t, study.direction.name.lower()) for t in study.trials]
+
+    def trials(self, state: dict) -> list[dict[str, Any]]:
+        rows = [row for c in self.found for row in self._study_trials(c.model)]
+        rows += [
+            {"model": model, "trial": 0, "state": "fitted once", "searched": {}, **entry}
+            for model, entry in state.get("fixed", {}).items()
+        ]
+        return rows
+
+
+class _OutOfTime(Exception):
+    """Raised from the epoch callback of a one-off fit when its time is up."""
+
+
+def _trial_row(model: str, trial: optuna.trial.FrozenTrial, direction: str) -> dict[str, Any]:
+    """One trial as a leaderboard row; a pruned trial counts by the best figure its epochs reached."""
+    value = trial.value
+    if value is None and trial.intermediate_values:
+        values = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
+        value = (max if direction == "maximize" else min)(values) if values else None
+    seconds = (
+        (trial.datetime_complete - trial.datetime_start).total_seconds()
+        if trial.datetime_complete and trial.datetime_start
+        else None
+    )
+    return {
+        "model": model,
+        "trial": trial.number,
+        "state": trial.state.name.lower(),
+        "value": value,
+        "best_epoch": trial.user_attrs.get("best_epoch"),
+        "epochs": len(trial.intermediate_values),
+        "seconds": seconds,
+        "params": trial.user_attrs.get("params", trial.params),
+        "searched": trial.params,
+        "note": trial.user_attrs.get("error"),
+    }
+
+
+def _finalists(search: Search, task: Task, state: dict, clock: Clock, out: Path) -> list[dict[str, Any]]:
+    """Train the best candidates once more with their best settings; those that fit in the time left."""
+    ranked = sorted((c.model for c in search.found), key=lambda m: search.rank_key(state, m))
+    ranked = [m for m in ranked if search.best(state, m) is not None][: MAX_FINALISTS[task]]
+    if not ranked:
+        raise DeepMovieError("no candidate finished a trial within the budget; give it more time (--budget)")
+    finals = state.setdefault("finalists", [])
+    done = {f["model"] for f in finals}
+    for model in ranked:
+        if model in done:
+            continue
+        expected = (search.best(state, model).get("seconds") or 0.0) * MARGIN
+        if expected > clock.left():
+            finals.append(
+                {"model": model, "skipped": f"needs about {expected:.0f} s, {clock.left():.0f} s left"}
+            )
+            continue
+        finals.append(_train_finalist(search, model, task, state, out))
+    if not any("run" in f for f in finals):  # none fits the time left: the quickest one, late
+        model = min(ranked, key=lambda m: search.best(state, m).get("seconds") or 0.0)
+        finals[:] = [f for f in finals if f["model"] != model]
+        finals.append(_train_finalist(search, model, task, state, out))
+    return finals
+
+
+def _train_finalist(search: Search, model: str, task: Task, state: dict, out: Path) -> dict[str, Any]:
+    best = search.best(state, model)
+    folder = out / BEST if task == "ranking" else out / MEMBERS / model  # one ranker: the result
+    summary = read_summary(folder) if (folder / SUMMARY).is_file() else None
+    if summary is None:
+        config = search.config_of(search._candidate(model), best["params"])
+        summary = run(config, folder, overwrite=True, quiet=search.quiet)
+    figures = ("test_rmse", "test_mae", "fit_seconds") + (("test_ndcg@10",) if task == "ranking" else ())
+    return {
+        "model": model,
+        "run": str(folder),
+        "valid": best["value"],
+        "params": best["params"],
+        **{k: summary.get(k) for k in figures},
+    }
+
+
+def _result(finals: list[dict[str, Any]], task: Task, out: Path, command: str | None) -> dict[str, Any]:
+    """Blend the trained finalists into ``out/best`` (rating), or point at the best ranker."""
+    trained = [f for f in finals if "run" in f]
+    if task == "ranking":  # the one ranker was trained in out/best
+        return {"kind": "single", "run": str(out / BEST), "test_ndcg@10": trained[0].get("test_ndcg@10")}
+    if len(trained) < 2:  # the time left trained one member: it is the result
+        shutil.copytree(trained[0]["run"], out / BEST, dirs_exist_ok=True)
+        return {"kind": "single", "run": str(out / BEST), "test_rmse": trained[0].get("test_rmse")}
+    summary = blend([Path(f["run"]) for f in trained], out / BEST, command=command, overwrite=True)
+    return {
+        "kind": "blend",
+        "run": str(out / BEST),
+        "valid_rmse": summary["valid_rmse"],
+        "test_rmse": summary["test_rmse"],
+        "test_mae": summary["test_mae"],
+        "weights": {m["model"]: m["weight"] for m in summary["members"]},
+        "intercept": summary["intercept"],
+    }
+
+
+def _one_split(config: RunConfig) -> tuple[Dataset, Split]:
+    if config.test_file and config.split != RunConfig.model_fields["split"].default:
+        raise DeepMovieError("--split and --test-file are exclusive: the test file is the split")
+    dataset, splits = prepare(config)
+    if len(splits) != 1:
+        raise DeepMovieError(f"split {config.split!r} has {len(splits)} folds; auto runs on one")
+    if len(splits[0].valid) == 0:
+        raise DeepMovieError("auto needs validation rows: set --valid-fraction above 0")
+    return dataset, splits[0]
+
+
+def _info(dataset: Dataset, split: Split) -> DataInfo:
+    mean = float(np.mean(split.train.ratings))
+    return DataInfo(dataset.n_users, dataset.n_items, dataset.scale, mean, dataset.items, dataset.users)
+
+
+def _start(out: Path, settings: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """The state of an earlier run of the same command in ``out`` (to resume), or a fresh one."""
+    held = claim(out, (STATE,), "an auto folder", overwrite=overwrite)
+    if not held:
+        return {"settings": settings}
+    try:
+        state = json.loads((out / STATE).read_text())
+    except (OSError, ValueError) as exc:
+        raise DeepMovieError(f"{out / STATE}: damaged ({exc}); pass --overwrite to start afresh") from None
+    if state.get("settings") != json.loads(json.dumps(settings)):
+        if not overwrite:
+            raise DeepMovieError(
+                f"{out}: an auto run with other settings; run the same command to resume it, choose "
+                "another --out, or pass --overwrite to start afresh"
+            )
+        return {"settings": settings}
+    return state
+
+
+def _save(out: Path, state: dict[str, Any], clock: Clock) -> None:
+    state["spent"] = clock.spent()
+    write_text(out / STATE, json.dumps(state, indent=2, default=str) + "\n")
+
+
+__all__ = ["DataProfile", "auto", "parse_budget"]

@@ -1,0 +1,172 @@
+"""``deepmovie auto``: candidates from the data's profile, a search held to its budget and judged on
+validation rows only, a blended result, a leaderboard, and a resumable folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import deepmovie
+from conftest import write_ratings
+from deepmovie.auto import auto, parse_budget
+from deepmovie.auto.candidates import MAX_ROWS_SVDPP, candidates
+from deepmovie.auto.profile import DataProfile, profile
+from deepmovie.config import build_config
+from deepmovie.errors import DeepMovieError
+from deepmovie.experiment import prepare
+from deepmovie.models import DataInfo
+
+BUDGET = 12.0
+
+
+@pytest.fixture(scope="module")
+def ratings(tmp_path_factory) -> Path:
+    return write_ratings(
+        tmp_path_factory.mktemp("auto") / "ratings.csv", n_users=60, n_items=50, density=0.35
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(ratings, tmp_path_factory) -> tuple[Path, dict, float]:
+    out = tmp_path_factory.mktemp("auto-run") / "out"
+    began = time.time()
+    summary = auto(build_config({"model": "bias", "data": str(ratings)}), out, budget=BUDGET)
+    return out, summary, time.time() - began
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30m", 1800), ("90s", 90), ("1h30m", 5400), ("45", 45), ("0.5m", 30)]
+)
+def test_budgets_read_as_durations(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-5m", "0s", "5d", "m"])
+def test_bad_budgets_are_refused(text):
+    with pytest.raises(DeepMovieError, match="--budget"):
+        parse_budget(text)
+
+
+def small_profile(**changes) -> DataProfile:
+    base = DataProfile(
+        rows=1000, users=60, items=50, density=0.33, low=1, high=5, step=1, distinct_ratings=5,
+        mean_per_user=16, mean_per_item=20, item_documents=False, user_features=False, timestamps=True,
+    )  # fmt: skip
+    return replace(base, **changes)
+
+
+def test_profile_reads_scale_size_and_task(ratings):
+    dataset, splits = prepare(build_config({"model": "bias", "data": str(ratings)}))
+    found = profile(dataset, splits[0])
+    assert (found.low, found.high, found.step, found.task) == (1, 5, 1, "rating")
+    assert found.rows == len(splits[0].train) and found.timestamps
+    assert small_profile(distinct_ratings=2).task == "ranking"
+    assert small_profile(low=1, high=100).span == pytest.approx(99 / 4)
+
+
+def test_candidates_follow_rules_and_say_why_a_model_is_left_out():
+    info = DataInfo(60, 50, None, 3.5)
+    found, skipped = candidates(small_profile(), "rating", info)
+    names = [c.model for c in found]
+    assert {"bias", "biased-mf", "pmf", "svdpp", "autorec"} <= set(names) and "fm" not in names
+    assert any(line.startswith("fm: no side features") for line in skipped)
+    big, skipped = candidates(small_profile(rows=MAX_ROWS_SVDPP + 1), "rating", info)
+    assert "svdpp" not in [c.model for c in big] and any(line.startswith("svdpp:") for line in skipped)
+    wide = next(
+        c for c in candidates(small_profile(low=1, high=100), "rating", info)[0] if c.model == "biased-mf"
+    )
+    assert wide.params["lr"] == pytest.approx(0.005 / (99 / 4))  # SGD steps shrink with the scale
+    ranking = [c.model for c in candidates(small_profile(), "ranking", info)[0]]
+    assert {"popularity", "ease", "ials"} <= set(ranking) and "biased-mf" not in ranking
+
+
+def test_memory_check_leaves_a_model_out_in_one_line():
+    found, skipped = candidates(small_profile(), "rating", DataInfo(60, 50, None, 3.5), max_memory=1000)
+    assert "biased-mf" not in [c.model for c in found]
+    assert any(line.startswith("biased-mf:") and "limit" in line for line in skipped)
+
+
+def test_auto_searches_blends_and_keeps_to_its_budget(finished):
+    out, summary, seconds = finished
+    slack = 6  # loading the data, the finalists' data and the final report come on top
+    assert summary["wall_seconds"] <= BUDGET * 1.1 + slack and seconds <= BUDGET * 1.1 + slack
+    result, trained = summary["result"], [f for f in summary["finalists"] if "run" in f]
+    assert result["run"] == str(out / "best") and trained
+    if result["kind"] == "blend":  # ridge on the validation rows cannot do worse there than a member
+        assert len(trained) >= 2 and result["valid_rmse"] <= min(f["valid"] for f in trained) + 1e-9
+    served = deepmovie.load(out / "best")
+    assert np.isfinite(served.summary["test_rmse"]) and len(served.recommend(1, k=5).items) == 5
+    rows = json.loads((out / "leaderboard.json").read_text())
+    assert {r["model"] for r in rows} >= {f["model"] for f in trained}
+    assert all(r["value"] is None or np.isfinite(r["value"]) for r in rows)
+    for name in ("auto.md", "leaderboard.md", "leaderboard.png", "auto.json"):
+        assert (out / name).is_file(), name
+    assert "test RMSE" in (out / "auto.md").read_text()
+
+
+def test_the_search_never_scores_the_test_rows(ratings, tmp_path, monkeypatch):
+    """Trials are judged on validation rows; the test rows enter only once the finalists are trained."""
+    from deepmovie import evaluation
+    from deepmovie.auto import search
+
+    config = build_config({"model": "bias", "data": str(ratings)})
+    test = prepare(config)[1][0].test
+    phase, scored = ["search"], []
+    judge, finalists = evaluation.Evaluator.__call__, search._finalists
+
+    def spy(self, model, data, *args, **kwargs):
+        same = len(data) == len(test) and np.array_equal(data.users, test.users)
+        scored.append((phase[0], same and np.array_equal(data.items, test.items)))
+        return judge(self, model, data, *args, **kwargs)
+
+    def final(*args, **kwargs):
+        phase[0] = "final"
+        return finalists(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation.Evaluator, "__call__", spy)
+    monkeypatch.setattr(search, "_finalists", final)
+    auto(config, tmp_path / "out", budget=6)
+    assert any(p == "search" for p, _ in scored) and not any(t for p, t in scored if p == "search")
+    assert any(t for p, t in scored if p == "final")
+
+
+def test_same_command_resumes_a_finished_run_at_once(finished, ratings):
+    out, summary, _ = finished
+    began = time.time()
+    again = auto(build_config({"model": "bias", "data": str(ratings)}), out, budget=BUDGET)
+    assert time.time() - began < 3 and again["result"] == summary["result"]
+
+
+def test_other_settings_in_the_same_folder_are_refused(finished, ratings):
+    out, _, _ = finished
+    with pytest.raises(DeepMovieError, match="other settings"):
+        auto(build_config({"model": "bias", "data": str(ratings), "seed": 3}), out, budget=BUDGET)
+
+
+def test_implicit_data_ranks(tmp_path):
+    path = write_ratings(tmp_path / "clicks.csv", n_users=50, n_items=40, density=0.3)
+    lines = path.read_text().splitlines()
+    path.write_text(
+        "\n".join(
+            [lines[0], *(",".join([*line.split(",")[:2], "1", line.split(",")[3]]) for line in lines[1:])]
+        )
+        + "\n"
+    )
+    config = build_config({"model": "bias", "data": str(path)})
+    with pytest.raises(DeepMovieError, match="--task ranking"):
+        auto(config, tmp_path / "refused", budget=5, task="rating")
+    summary = auto(config, tmp_path / "out", budget=8)
+    assert summary["task"] == "ranking" and summary["result"]["kind"] == "single"
+    assert (Path(summary["result"]["run"]) / "summary.json").is_file()
+
+
+def test_cli_runs_and_bad_values_are_one_line(deepmovie, ratings, tmp_path):
+    bad = deepmovie("auto", "--data", ratings, "--budget", "soon", "--out", tmp_path / "x")
+    assert bad.code == 2 and "--budget" in bad.err and len(bad.err.strip().splitlines()) == 1
+    bad = deepmovie("auto", "--data", ratings, "--task", "clicks", "--out", tmp_path / "y")
+    assert bad.code == 2 and "--task" in bad.err
