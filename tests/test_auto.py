@@ -170,3 +170,10 @@ def test_cli_runs_and_bad_values_are_one_line(deepmovie, ratings, tmp_path):
     assert bad.code == 2 and "--budget" in bad.err and len(bad.err.strip().splitlines()) == 1
     bad = deepmovie("auto", "--data", ratings, "--task", "clicks", "--out", tmp_path / "y")
     assert bad.code == 2 and "--task" in bad.err
+
+
+def test_parallel_jobs_share_the_studies(ratings, tmp_path):
+    """With --jobs 2 each study's first (enqueued) trial runs once, before the workers start."""
+    summary = auto(build_config({"model": "bias", "data": str(ratings)}), tmp_path / "out", budget=10, jobs=2)
+    rows = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    assert summary["result"]["run"] and all(r["state"] != "fail" for r in rows)

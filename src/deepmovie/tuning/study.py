@@ -86,8 +86,22 @@ def tune(
     _verbosity(quiet)
     study = _open(config, study_name, storage, "maximize" if higher_is_better else "minimize", overwrite)
     done = len(study.trials)
-    if done == 0:
-        _enqueue_start(study, config, space_of)
+    if done == 0 and _enqueue_start(study, config, space_of) and jobs > 1:
+        # Workers started together would race for the one enqueued trial (two may run it, and the
+        # second to finish fails): it runs here first, then the workers share the rest.
+        _optimize(
+            config.resolved(),
+            study_name,
+            storage,
+            1,
+            timeout,
+            deadline,
+            torch.get_num_threads(),
+            config.seed,
+            quiet,
+            (dataset, split),
+        )
+        trials, done = trials - 1, 1
     shares = [trials // jobs + (w < trials % jobs) for w in range(jobs)]
     threads = max(1, torch.get_num_threads() // jobs)
     tasks = [
@@ -107,7 +121,7 @@ def tune(
     ]
     if len(tasks) == 1:
         _optimize(*tasks[0], data=(dataset, split))
-    else:
+    elif tasks:
         with ProcessPoolExecutor(len(tasks), mp_context=multiprocessing.get_context("spawn")) as pool:
             for future in [pool.submit(_optimize, *task) for task in tasks]:
                 future.result()
@@ -197,9 +211,10 @@ def _open(config: RunConfig, name: str, storage: str, direction: str, overwrite:
     return study
 
 
-def _enqueue_start(study: optuna.Study, config: RunConfig, space_of: Space) -> None:
+def _enqueue_start(study: optuna.Study, config: RunConfig, space_of: Space) -> bool:
     """Make trial 0 the config being tuned (its values of the searched parameters, where the space
-    holds them), so a search started from a hand-tuned preset can only match or improve on it."""
+    holds them), so a search started from a hand-tuned preset can only match or improve on it.
+    Whether a trial was enqueued."""
     probe = optuna.create_study().ask()  # in memory: only to learn the space's names and ranges
     space_of(probe)
     base = config.model_params().model_dump()
@@ -210,6 +225,7 @@ def _enqueue_start(study: optuna.Study, config: RunConfig, space_of: Space) -> N
     }
     if start:
         study.enqueue_trial(start)
+    return bool(start)
 
 
 def _within(distribution: optuna.distributions.BaseDistribution, value: Any) -> bool:
