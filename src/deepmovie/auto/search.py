@@ -53,6 +53,7 @@ STUDIES = "studies"
 MEMBERS = "members"
 SEARCH_SHARE = 0.7
 MAX_FINALISTS = {"rating": 4, "ranking": 1}
+MIN_SHARE = 0.25  # of its planned slot, the least time a candidate gets in a round that has overrun
 MARGIN = 1.2  # a finalist's refit is expected to take its best trial's seconds, times this
 UNITS = {"s": 1, "m": 60, "h": 3600}
 
@@ -185,8 +186,11 @@ class Search:
                 break
             round_end = now + (search_end - now) / (total - number)
             slot = (round_end - now) / len(alive)
-            for model in alive:
-                self.search(self._candidate(model), min(time.time() + slot, round_end), state)
+            for position, model in enumerate(alive):
+                # What the round has left, shared by the candidates still to go: one that overran its
+                # slot (a long epoch) does not take the last one's whole turn.
+                share = max((round_end - time.time()) / (len(alive) - position), MIN_SHARE * slot)
+                self.search(self._candidate(model), time.time() + share, state)
                 save()
             scored = sorted(alive, key=lambda m: self.rank_key(state, m))
             kept = scored[: max(2, math.ceil(len(alive) / 2))] if number < total - 1 else scored
