@@ -45,18 +45,26 @@ def markdown(summary: dict[str, Any], state: dict[str, Any], rows: list[dict[str
             f"{', '.join(r['kept'])}"
         )
     lines += ["", "## Finalists (trained once more with their best settings)", ""]
-    lines += ["| model | valid | test RMSE | test NDCG@10 | fit s | note |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| model | valid | test RMSE | refit twin's test RMSE | test NDCG@10 | fit s | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for f in summary["finalists"]:
+        note = f.get("skipped") or f.get("twin_skipped") or ""
         lines.append(
             f"| {f['model']} | {_num(f.get('valid'))} | {_num(f.get('test_rmse'))} | "
-            f"{_num(f.get('test_ndcg@10'))} | {_num(f.get('fit_seconds'), 1)} | {f.get('skipped', '')} |"
+            f"{_num(f.get('twin_test_rmse'))} | {_num(f.get('test_ndcg@10'))} | "
+            f"{_num(f.get('fit_seconds'), 1)} | {note} |"
         )
     result = summary["result"]
     lines += ["", "## Result", ""]
-    if result["kind"] == "blend":
+    if result["kind"].startswith("blend"):
         weights = ", ".join(f"{m} {w:+.3f}" for m, w in result["weights"].items())
+        what = "Blend of the finalists" + (
+            ", test rows predicted by their refit twins" if "twins" in result["kind"] else ""
+        )
         lines.append(
-            f"Blend of the finalists (ridge on validation rows; intercept {result['intercept']:+.4f}; "
+            f"{what} (ridge on validation rows; intercept {result['intercept']:+.4f}; "
             f"weights {weights}): valid RMSE {result['valid_rmse']:.4f}, **test RMSE "
             f"{result['test_rmse']:.4f}**, test MAE {result['test_mae']:.4f}. Servable: `deepmovie serve "
             f"{result['run']}`."

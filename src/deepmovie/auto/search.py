@@ -6,12 +6,15 @@
    judged on validation rows only, pruned by the median rule, cut at the round's deadline); after a
    round the better half goes on.
 3. The finalists are trained once more with their best settings (early-stopped on the same validation
-   rows), then blended by ridge on those rows (:func:`deepmovie.blend.blend`); the test rows are scored
-   once. For ranking, the best model by validation NDCG@10 is the result.
+   rows), then blended by ridge on those rows (:func:`deepmovie.blend.blend`). Where time allows, each
+   also gets a refit twin (retrained on train + valid for its best epoch count) that predicts the test
+   rows and is served, the weights staying those fitted on the members' validation predictions. The
+   test rows are scored once. For ranking, the best model by validation NDCG@10 is the result.
 4. ``OUT/best`` is a servable run directory; ``leaderboard.md/json`` lists every trial.
 
-The budget is wall time: 70% for the search, the rest for the finalists, whose cost is known from
-their best trial's seconds; a finalist that would not fit in what is left is skipped, and says so.
+The budget is wall time: the search stops where the finalists' time begins (30% of the budget until
+their cost is known from their best trials' seconds, then that cost, for a member and a twin each,
+with a margin); a finalist or twins that would not fit in what is left are skipped, and say so.
 Every step is recorded in ``auto.json`` as it ends, so the same command resumes an interrupted run
 where it stopped, with the time already spent counted against the budget.
 """
@@ -53,6 +56,8 @@ STUDIES = "studies"
 MEMBERS = "members"
 SEARCH_SHARE = 0.7
 MAX_FINALISTS = {"rating": 4, "ranking": 1}
+FITS_PER_FINALIST = 3  # a member, then its twin (trained early-stopped, then refit on train + valid)
+FLOOR_SHARE = 0.05  # of the budget, kept for the finalists however cheap they look
 MIN_SHARE = 0.25  # of its planned slot, the least time a candidate gets in a round that has overrun
 MARGIN = 1.2  # a finalist's refit is expected to take its best trial's seconds, times this
 UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -204,12 +209,14 @@ class Search:
             save()
 
     def reserve(self, state: dict, alive: list[str], finalists: int, clock: Clock) -> float:
-        """Seconds kept for the finalists: a fixed share of the budget, or what their best trials took
-        (with a margin) once that is known and more."""
+        """Seconds kept for the finalists: a fixed share of the budget until their cost is known,
+        then what their best trials took, for a member and a refit twin each (with a margin)."""
         budget = clock.deadline - clock.began + clock.spent_before
         best = [self.best(state, m) for m in sorted(alive, key=lambda m: self.rank_key(state, m))]
-        known = sum((b.get("seconds") or 0.0) for b in best[:finalists] if b is not None)
-        return max((1 - SEARCH_SHARE) * budget, MARGIN * known)
+        best = [b for b in best[:finalists] if b is not None and b.get("seconds")]
+        if not best:
+            return (1 - SEARCH_SHARE) * budget
+        return max(FLOOR_SHARE * budget, MARGIN * FITS_PER_FINALIST * sum(b["seconds"] for b in best))
 
     def _candidate(self, model: str) -> Candidate:
         return next(c for c in self.found if c.model == model)
@@ -355,7 +362,31 @@ def _finalists(search: Search, task: Task, state: dict, clock: Clock, out: Path)
         model = min(ranked, key=lambda m: search.best(state, m).get("seconds") or 0.0)
         finals[:] = [f for f in finals if f["model"] != model]
         finals.append(_train_finalist(search, model, task, state, out))
+    if task == "rating":
+        _train_twins(search, [f for f in finals if "run" in f], clock, out)
     return finals
+
+
+def _train_twins(search: Search, members: list[dict[str, Any]], clock: Clock, out: Path) -> None:
+    """Each member's twin: the same config with ``refit`` (retrained on train + valid for the best
+    epoch count), whose test predictions the blend uses while its weights stay fitted on the members'
+    validation predictions, as ``deepmovie blend --twin`` does. All or none: one per member."""
+    if len(members) < 2:
+        return
+    expected = MARGIN * (FITS_PER_FINALIST - 1) * sum(m.get("fit_seconds") or 0.0 for m in members)
+    if not all("twin" in m for m in members) and expected > clock.left():
+        for m in members:
+            m["twin_skipped"] = f"twins need about {expected:.0f} s, {clock.left():.0f} s left"
+        return
+    for m in members:
+        folder = out / MEMBERS / f"{m['model']}-refit"
+        if not (folder / SUMMARY).is_file():
+            config = search.config_of(search._candidate(m["model"]), m["params"]).model_copy(
+                update={"refit": True}
+            )
+            run(config, folder, overwrite=True, quiet=search.quiet)
+        m["twin"] = str(folder)
+        m["twin_test_rmse"] = read_summary(folder).get("test_rmse")
 
 
 def _train_finalist(search: Search, model: str, task: Task, state: dict, out: Path) -> dict[str, Any]:
@@ -383,9 +414,11 @@ def _result(finals: list[dict[str, Any]], task: Task, out: Path, command: str | 
     if len(trained) < 2:  # the time left trained one member: it is the result
         shutil.copytree(trained[0]["run"], out / BEST, dirs_exist_ok=True)
         return {"kind": "single", "run": str(out / BEST), "test_rmse": trained[0].get("test_rmse")}
-    summary = blend([Path(f["run"]) for f in trained], out / BEST, command=command, overwrite=True)
+    twins = [Path(f["twin"]) for f in trained] if all("twin" in f for f in trained) else None
+    runs = [Path(f["run"]) for f in trained]
+    summary = blend(runs, out / BEST, twins=twins, command=command, overwrite=True)
     return {
-        "kind": "blend",
+        "kind": "blend" + (" of refit twins" if twins else ""),
         "run": str(out / BEST),
         "valid_rmse": summary["valid_rmse"],
         "test_rmse": summary["test_rmse"],
