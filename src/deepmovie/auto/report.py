@@ -107,22 +107,35 @@ def trial_table(rows: list[dict[str, Any]], goal: str) -> list[str]:
     return lines
 
 
-def plot_leaderboard(rows: list[dict[str, Any]], goal: str, path: Path) -> None:
-    """Each candidate's validation figure per trial, in trial order: what more time bought."""
+def plot_leaderboard(
+    rows: list[dict[str, Any]], goal: str, path: Path, higher_is_better: bool = False
+) -> None:
+    """Each candidate's best validation figure so far, by trial: what more time bought. The axis spans
+    the good part (early, diverging trials would flatten every curve)."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 4))
     axes = figure.subplots()
+    best = max if higher_is_better else min
+    shown = []
     for model in sorted({r["model"] for r in rows}):
         points = sorted(
             (r["trial"], r["value"])
             for r in rows
             if r["model"] == model and r["value"] is not None and math.isfinite(r["value"])
         )
-        if points:
-            axes.plot(*zip(*points, strict=True), marker="o", linestyle="", label=model)
+        if not points:
+            continue
+        trials, values = zip(*points, strict=True)
+        running = [best(values[: n + 1]) for n in range(len(values))]
+        axes.step(trials, running, where="post", marker="." if len(trials) < 30 else None, label=model)
+        shown += running
+    if shown:
+        low, high = min(shown), sorted(shown)[int(0.9 * (len(shown) - 1))]
+        pad = 0.05 * (high - low or abs(high) or 1.0)
+        axes.set_ylim(low - pad, high + pad)
     axes.set_xlabel("trial")
-    axes.set_ylabel(f"validation {goal}")
+    axes.set_ylabel(f"best validation {goal} so far")
     axes.legend(fontsize="small")
     figure.tight_layout()
     write_figure(path, figure, dpi=100)

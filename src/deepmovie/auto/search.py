@@ -138,7 +138,7 @@ def auto(
     write_text(out / "leaderboard.json", json.dumps(rows, indent=2) + "\n")
     write_text(out / "leaderboard.md", leaderboard_markdown(rows, goal))
     write_text(out / "auto.md", markdown(summary, state, rows))
-    plot_leaderboard(rows, goal, out / "leaderboard.png")
+    plot_leaderboard(rows, goal, out / "leaderboard.png", higher_is_better)
     state["summary"] = summary
     _save(out, state, clock)
     return summary
