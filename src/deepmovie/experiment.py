@@ -77,17 +77,30 @@ def _checked(
 ) -> tuple[type[Model], ModelParams, DataInfo]:
     """What builds ``config``'s model for ``split``, once its weights are known to fit on ``device``
     (:meth:`Model.check_size`: nothing is allocated until then)."""
-    info = DataInfo(
-        dataset.n_users,
-        dataset.n_items,
-        dataset.scale,
-        float(np.mean(split.train.ratings)),
-        dataset.items,
-        dataset.users,
-    )
+    info = data_info(dataset, split)
     model_class, params = MODELS.get(config.model), config.model_params()
     model_class.check_size(params, info, device=device, max_memory=config.max_memory)
     return model_class, params, info
+
+
+def data_info(dataset: Dataset, split: Split) -> DataInfo:
+    """What a model of ``split`` may know when it is built: sizes, scale, side information and the
+    training rows' mean."""
+    mean = float(np.mean(split.train.ratings))
+    return DataInfo(dataset.n_users, dataset.n_items, dataset.scale, mean, dataset.items, dataset.users)
+
+
+def single_split(config: RunConfig, *, verb: str, noun: str) -> tuple[Dataset, Split]:
+    """The data and the one split of ``config`` with validation rows: what a search judged on
+    validation rows (``noun``: tuning, auto) needs; anything else is refused, naming the option."""
+    if config.test_file and config.split != RunConfig.model_fields["split"].default:
+        raise DeepMovieError("--split and --test-file are exclusive: the test file is the split")
+    dataset, splits = prepare(config)
+    if len(splits) != 1:
+        raise DeepMovieError(f"split {config.split!r} has {len(splits)} folds; {verb} on one, e.g. kfold:5:1")
+    if len(splits[0].valid) == 0:
+        raise DeepMovieError(f"{noun} needs validation rows: set valid_fraction above 0")
+    return dataset, splits[0]
 
 
 def monitor(config: RunConfig, dataset: Dataset, split: Split) -> tuple[str, bool]:

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 
 from deepmovie import machine
@@ -42,9 +41,8 @@ from deepmovie.blend import blend
 from deepmovie.config import RunConfig
 from deepmovie.data.dataset import Dataset
 from deepmovie.errors import DeepMovieError
-from deepmovie.experiment import fit_valid, monitor, prepare, run, select_device
+from deepmovie.experiment import data_info, fit_valid, monitor, run, select_device, single_split
 from deepmovie.files import write_text
-from deepmovie.models import DataInfo
 from deepmovie.rundir import SUMMARY, claim, read_summary
 from deepmovie.splits import Split
 from deepmovie.tuning import tune
@@ -60,7 +58,6 @@ FITS_PER_FINALIST = 3  # a member, then its twin (trained early-stopped, then re
 FLOOR_SHARE = 0.05  # of the budget, kept for the finalists however cheap they look
 MIN_SHARE = 0.25  # of its planned slot, the least time a candidate gets in a round that has overrun
 MARGIN = 1.2  # a finalist's refit is expected to take its best trial's seconds, times this
-UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
 def parse_budget(text: str) -> float:
@@ -91,7 +88,7 @@ def auto(
     began = time.time()
     if budget <= 0 or jobs < 1:
         raise DeepMovieError(f"--budget {budget:g} s and --jobs {jobs} must be positive")
-    dataset, split = _one_split(config)
+    dataset, split = single_split(config, verb="run auto", noun="auto")
     data_profile = profile(dataset, split)
     task = task or data_profile.task
     if task == "rating" and data_profile.implicit:
@@ -105,7 +102,7 @@ def auto(
         return state["summary"]
     spent_before = state.get("spent", 0.0)
     clock = Clock(began, budget - spent_before, spent_before)
-    found, skipped = candidates(data_profile, task, _info(dataset, split), config.max_memory)
+    found, skipped = candidates(data_profile, task, data_info(dataset, split), config.max_memory)
     if not found:
         raise DeepMovieError(f"no candidate model fits this data: {'; '.join(skipped)}")
     search = Search(config, out, found, jobs, quiet, (dataset, split))
@@ -171,6 +168,7 @@ class Search:
     ) -> None:
         self.config, self.out, self.found, self.data = config, out, found, data
         self.jobs, self.quiet = jobs, quiet
+        self._rows: dict[str, list[dict[str, Any]]] = {}  # each study's trials, read once per search
 
     def config_of(self, candidate: Candidate, params: dict[str, Any] | None = None) -> RunConfig:
         return self.config.model_copy(
@@ -227,6 +225,7 @@ class Search:
         if not candidate.searchable:
             self._fit_once(candidate, config, until, state)
             return
+        self._rows.pop(candidate.model, None)  # its study is about to grow
         folder = self.out / STUDIES / candidate.model
         try:
             tune(
@@ -286,7 +285,9 @@ class Search:
 
     def epoch_seconds(self, model: str, state: dict) -> float:
         """The fastest epoch ``model``'s trials took: the smallest step a budget can cut it at."""
-        rows = [t for t in self.trials(state) if t["model"] == model and t.get("seconds") and t.get("epochs")]
+        fixed = state.get("fixed", {})
+        rows = [fixed[model]] if model in fixed else self._study_trials(model)
+        rows = [t for t in rows if t.get("seconds") and t.get("epochs")]
         return min((t["seconds"] / t["epochs"] for t in rows), default=0.0)
 
     def rank_key(self, state: dict, model: str) -> float:
@@ -296,11 +297,14 @@ class Search:
         return -best["value"] if state.get("direction") == "maximize" else best["value"]
 
     def _study_trials(self, model: str) -> list[dict[str, Any]]:
-        db = self.out / STUDIES / model / STUDY_DB
-        if not db.is_file():
-            return []
-        study = optuna.load_study(study_name=model, storage=f"sqlite:///{db}")
-        return [_trial_row(model, t, study.direction.name.lower()) for t in study.trials]
+        """``model``'s trials as leaderboard rows (a study of thousands takes a while to read: once)."""
+        if model not in self._rows:
+            db = self.out / STUDIES / model / STUDY_DB
+            if not db.is_file():
+                return []
+            study = optuna.load_study(study_name=model, storage=f"sqlite:///{db}")
+            self._rows[model] = [_trial_row(model, t, study.direction.name.lower()) for t in study.trials]
+        return self._rows[model]
 
     def trials(self, state: dict) -> list[dict[str, Any]]:
         rows = [row for c in self.found for row in self._study_trials(c.model)]
@@ -426,22 +430,6 @@ def _result(finals: list[dict[str, Any]], task: Task, out: Path, command: str | 
         "weights": {m["model"]: m["weight"] for m in summary["members"]},
         "intercept": summary["intercept"],
     }
-
-
-def _one_split(config: RunConfig) -> tuple[Dataset, Split]:
-    if config.test_file and config.split != RunConfig.model_fields["split"].default:
-        raise DeepMovieError("--split and --test-file are exclusive: the test file is the split")
-    dataset, splits = prepare(config)
-    if len(splits) != 1:
-        raise DeepMovieError(f"split {config.split!r} has {len(splits)} folds; auto runs on one")
-    if len(splits[0].valid) == 0:
-        raise DeepMovieError("auto needs validation rows: set --valid-fraction above 0")
-    return dataset, splits[0]
-
-
-def _info(dataset: Dataset, split: Split) -> DataInfo:
-    mean = float(np.mean(split.train.ratings))
-    return DataInfo(dataset.n_users, dataset.n_items, dataset.scale, mean, dataset.items, dataset.users)
 
 
 def _start(out: Path, settings: dict[str, Any], overwrite: bool) -> dict[str, Any]:

@@ -33,6 +33,8 @@ MaxMemory = Annotated[
     typer.Option(help="memory a model may take (weights, gradients, optimizer), e.g. 8GB; default: 80% free"),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q")]
+Jobs = Annotated[int, typer.Option(help="trials run at once (worker processes)")]
+TrialsValid = Annotated[float | None, typer.Option(help="share of train that scores trials")]
 Overwrite = Annotated[
     bool,
     typer.Option(
@@ -254,11 +256,11 @@ def tune(
     config: ConfigFile = None,
     set_: Sets = None,
     device: Device = None,
-    valid_fraction: Annotated[float | None, typer.Option(help="share of train that scores trials")] = None,
+    valid_fraction: TrialsValid = None,
     refit: Annotated[
         bool | None, typer.Option("--refit/--no-refit", help="best.yaml retrains on train+valid")
     ] = None,
-    jobs: Annotated[int, typer.Option(help="trials run at once (worker processes)")] = 1,
+    jobs: Jobs = 1,
     study: Annotated[str | None, typer.Option(help="study name (default: the model)")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default: sqlite in --out)")] = None,
     timeout: Annotated[
@@ -318,9 +320,9 @@ def auto(
         str | None, typer.Option(help="rating or ranking (default: from the data; 0/1 data is ranking)")
     ] = None,
     budget: Annotated[str, typer.Option(help="wall time to spend, e.g. 30m, 90s, 1h30m")] = "30m",
-    jobs: Annotated[int, typer.Option(help="trials run at once (worker processes)")] = 1,
+    jobs: Jobs = 1,
     seed: Seed = None,
-    valid_fraction: Annotated[float | None, typer.Option(help="share of train that scores trials")] = None,
+    valid_fraction: TrialsValid = None,
     device: Device = None,
     max_memory: MaxMemory = None,
     overwrite: Overwrite = False,

@@ -27,7 +27,7 @@ from deepmovie import machine
 from deepmovie.config import RunConfig, build_config
 from deepmovie.data.dataset import Dataset
 from deepmovie.errors import DeepMovieError
-from deepmovie.experiment import fit_valid, monitor, prepare, select_device
+from deepmovie.experiment import fit_valid, monitor, select_device, single_split
 from deepmovie.files import write_text
 from deepmovie.rundir import claim, differing
 from deepmovie.splits import Split
@@ -139,14 +139,7 @@ def tune(
 
 
 def _one_split(config: RunConfig) -> tuple[Dataset, Split]:
-    if config.test_file and config.split != RunConfig.model_fields["split"].default:
-        raise DeepMovieError("--split and --test-file are exclusive: the test file is the split")
-    dataset, splits = prepare(config)
-    if len(splits) != 1:
-        raise DeepMovieError(f"split {config.split!r} has {len(splits)} folds; tune on one, e.g. kfold:5:1")
-    if len(splits[0].valid) == 0:
-        raise DeepMovieError("tuning needs validation rows: set valid_fraction above 0")
-    return dataset, splits[0]
+    return single_split(config, verb="tune", noun="tuning")
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:
