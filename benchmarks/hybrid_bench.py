@@ -37,6 +37,7 @@ from deepmovie.models.hybrid.encoders import ENCODERS
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after the backend is chosen
 
+WORD_TABLE_SETTINGS = {"word_vectors", "freeze_word_vectors"}
 BUCKETS = [(0, 0), (1, 5), (6, 20), (21, 50), (51, 200), (201, None)]
 # The poster's ML-1M RMSE per base module (its own split and PMF; the test error at its best
 # validation iteration): a reference for the ML-1M table, not a figure of ours.
@@ -55,6 +56,13 @@ def train_cell(task: tuple[dict, str]) -> dict:
     values, out = task
     torch.set_num_threads(1)
     return train_or_reuse(build_config(values), Path(out))[0]  # an interrupted benchmark resumes
+
+
+def settings_for(encoder: str, extra: dict) -> dict:
+    """``--set`` values, less the word-table ones for an encoder that reads raw text (minilm)."""
+    if hasattr(ENCODERS.get(encoder), "featurize"):
+        return {k: v for k, v in extra.items() if k not in WORD_TABLE_SETTINGS}
+    return extra
 
 
 def _short(value: object) -> str:
@@ -111,7 +119,8 @@ def main() -> None:
     work = args.work / Path(args.data).name / args.split
 
     def cell(model: str, params: dict) -> tuple[dict, str]:
-        values = {**base, "model": model, "params": {**base["params"], **params}}
+        shared = {} if model == "bias" else base["params"]
+        values = {**base, "model": model, "params": {**shared, **params}}
         label = "-".join(f"{k}={_short(v)}" for k, v in sorted(params.items()))
         return values, str(work / model / label)
 
@@ -121,19 +130,21 @@ def main() -> None:
 
     began = datetime.datetime.now(datetime.UTC)
     with ProcessPoolExecutor(args.jobs) as pool:
+        bias_cell = cell("bias", {})  # the baseline a cold item gets without text: mu + b_u
         pmf_cells = [cell("pmf", {"reg_user": r, "reg_item": r}) for r in grid]
-        pmf_cell, pmf = best(pmf_cells, list(pool.map(train_cell, pmf_cells)))
+        *pmf_summaries, bias = pool.map(train_cell, [*pmf_cells, bias_cell])
+        pmf_cell, pmf = best(pmf_cells, pmf_summaries)
         reg_user = pmf_cell[0]["params"]["reg_user"]
         hybrid_cells = {
             e: [
-                cell("hybrid", {"encoder": e, "reg_user": reg_user, "reg_item": r, **extra})
+                cell("hybrid", {"encoder": e, "reg_user": reg_user, "reg_item": r, **settings_for(e, extra)})
                 for r in hybrid_grid
             ]
             for e in encoders
         }
         flat = [c for cells in hybrid_cells.values() for c in cells]
         done = dict(zip([c[1] for c in flat], pool.map(train_cell, flat), strict=True))
-    results = {"pmf": (pmf_cell, pmf)}
+    results = {"bias": (bias_cell, bias), "pmf": (pmf_cell, pmf)}
     for e, cells in hybrid_cells.items():
         results[e] = best(cells, [done[c[1]] for c in cells])
 
@@ -193,9 +204,10 @@ def report(args, results, buckets, began, plot: Path, data: str) -> list[str]:
     for name, ((values, _), s) in results.items():
         p = values["params"]
         delta = "" if name == "pmf" else f"{s['test_rmse'] - pmf['test_rmse']:+.4f}"
-        label = "pmf" if name == "pmf" else f"hybrid, {name}"
+        label = name if name in ("bias", "pmf") else f"hybrid, {name}"
         lines.append(
-            f"| {label} | {p['reg_user']} | {p['reg_item']} | {s['valid_rmse']:.4f} | {s['test_rmse']:.4f} "
+            f"| {label} | {p.get('reg_user', 'default')} | {p.get('reg_item', 'default')} "
+            f"| {s['valid_rmse']:.4f} | {s['test_rmse']:.4f} "
             f"| {delta} | {s['epochs']} ({s['best_epoch']}) | {statistics.median(s['epoch_seconds']):.2f} "
             f"| {sum(s['epoch_seconds']):.0f} | {POSTER.get(name, '–') if ml_1m else '–'} |"
         )

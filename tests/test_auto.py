@@ -14,7 +14,7 @@ import pytest
 import deepmovie
 from conftest import write_ratings
 from deepmovie.auto import auto, parse_budget
-from deepmovie.auto.candidates import MAX_ROWS_SVDPP, candidates
+from deepmovie.auto.candidates import MAX_CELLS_KERNEL, MAX_ROWS_SVDPP, candidates
 from deepmovie.auto.profile import DataProfile, profile
 from deepmovie.config import build_config
 from deepmovie.errors import DeepMovieError
@@ -77,10 +77,15 @@ def test_candidates_follow_rules_and_say_why_a_model_is_left_out():
     assert any(line.startswith("fm: no side features") for line in skipped)
     big, skipped = candidates(small_profile(rows=MAX_ROWS_SVDPP + 1), "rating", info)
     assert "svdpp" not in [c.model for c in big] and any(line.startswith("svdpp:") for line in skipped)
-    wide = next(
+    assert "glocal-k" in names
+    wide = small_profile(users=2_000, items=MAX_CELLS_KERNEL // 2_000 + 1)
+    wide_matrix, skipped = candidates(wide, "rating", info)
+    assert "glocal-k" not in [c.model for c in wide_matrix]
+    assert any(line.startswith("glocal-k: dense") for line in skipped)
+    wide_scale = next(
         c for c in candidates(small_profile(low=1, high=100), "rating", info)[0] if c.model == "biased-mf"
     )
-    assert wide.params["lr"] == pytest.approx(0.005 / (99 / 4))  # SGD steps shrink with the scale
+    assert wide_scale.params["lr"] == pytest.approx(0.005 / (99 / 4))  # SGD steps shrink with the scale
     ranking = [c.model for c in candidates(small_profile(), "ranking", info)[0]]
     assert {"popularity", "ease", "ials"} <= set(ranking) and "biased-mf" not in ranking
 
@@ -177,3 +182,43 @@ def test_parallel_jobs_share_the_studies(ratings, tmp_path):
     summary = auto(build_config({"model": "bias", "data": str(ratings)}), tmp_path / "out", budget=10, jobs=2)
     rows = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
     assert summary["result"]["run"] and all(r["state"] != "fail" for r in rows)
+
+
+def test_a_finalist_trains_its_trials_epochs_or_as_many_as_fit():
+    from deepmovie.auto.search import MARGIN, _epochs_that_fit
+
+    trial = {"epochs": 40, "seconds": 100.0}  # 2.5 s an epoch, 3 s with the margin
+    assert _epochs_that_fit(trial, 1000.0) == 40  # as the trial ran: its figure and time are known
+    assert _epochs_that_fit(trial, 60.0) == int(60.0 / (100.0 * MARGIN / 40))
+    assert _epochs_that_fit(trial, 1.0) == 0  # not one epoch: skipped, and the report says so
+    assert _epochs_that_fit({"seconds": 10.0}, 100.0) is None  # no epoch count: as configured
+    assert _epochs_that_fit({"seconds": 10.0}, 5.0) == 0
+
+
+def test_a_fit_the_budget_cut_is_fitted_again_when_a_later_round_gives_it_longer(
+    ratings, tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from deepmovie.auto import search as module
+
+    config = build_config({"model": "bias", "data": str(ratings)})
+    dataset, splits = prepare(config)
+    fits = []
+
+    def fit_valid(*args):
+        fits.append(args[0].model)
+        return SimpleNamespace(best_valid=0.9, best_epoch=3)
+
+    monkeypatch.setattr(module, "fit_valid", fit_valid)
+    candidate = module.Candidate("bias")
+    search = module.Search(config, tmp_path, [candidate], 1, True, (dataset, splits[0]))
+    state = {"fixed": {"bias": {"value": 1.0, "epochs": 2, "seconds": 30.0, "note": module.CUT}}}
+    search._fit_once(candidate, config, time.time() + 10, state)  # a shorter slot than it had: kept
+    assert fits == [] and state["fixed"]["bias"]["note"] == module.CUT
+    search._fit_once(candidate, config, time.time() + 60, state)  # longer: fitted again, to the end
+    assert (
+        fits == ["bias"] and state["fixed"]["bias"]["value"] == 0.9 and state["fixed"]["bias"]["note"] is None
+    )
+    search._fit_once(candidate, config, time.time() + 600, state)  # finished: never again
+    assert fits == ["bias"]

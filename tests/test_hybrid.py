@@ -54,6 +54,28 @@ def test_every_encoder_maps_documents_to_vectors_regardless_of_padding(name):
     assert not torch.allclose(out[0], out[1])
 
 
+def test_transformer_attention_pooling_weighs_the_real_words_and_ignores_padding():
+    torch.manual_seed(0)
+    encoder = build_encoder("transformer", vocab_size=30, out_dim=6, params={}).eval()
+    with torch.no_grad():
+        encoder.pool.query.normal_(0, 3.0)  # away from its start (the plain mean)
+        tokens = torch.tensor([[3, 7, 9, 2, 0, 0], [0, 0, 0, 0, 0, 0]])
+        states = torch.randn(2, 6, encoder.pool.query.numel())
+        pooled = encoder.pool(states, tokens != 0)
+        weights = torch.softmax(states[0, :4] @ encoder.pool.query / states.shape[-1] ** 0.5, 0)
+        torch.testing.assert_close(pooled[0], weights @ states[0, :4])
+        assert not torch.allclose(pooled[0], states[0, :4].mean(0))
+        assert bool((pooled[1] == 0).all())  # an empty document pools to zero, not NaN
+        out = encoder(tokens)
+        torch.testing.assert_close(
+            encoder(torch.nn.functional.pad(tokens, (0, 3))), out, atol=1e-5, rtol=1e-4
+        )
+    mean = build_encoder("transformer", 30, 6, {"pooling": "mean"})
+    assert mean.pool is None and torch.isfinite(mean(tokens)).all()
+    with pytest.raises(DeepMovieError, match="encoder 'transformer': pooling must be"):
+        build_encoder("transformer", 30, 6, {"pooling": "max"})
+
+
 class MeanOfWords(torch.nn.Module):
     """A user's own encoder, loaded by ``module:test_hybrid:MeanOfWords``."""
 
@@ -151,6 +173,27 @@ def test_hybrid_trains_selects_by_validation_and_the_encoder_fits_the_factors(fo
     before = float(((model.encode() - model.item_factors) ** 2).mean())
     model.fit_encoder(1)
     assert float(((model.encode() - model.item_factors) ** 2).mean()) < 0.5 * before
+
+
+def test_the_transformer_warms_its_learning_rate_up_and_a_resumed_run_keeps_the_schedule(folder):
+    cfg = config(folder, encoder="transformer", encoder_epochs=1, encoder_lr=0.01)
+    dataset, splits = prepare(cfg)
+    model = build_model(cfg, dataset, splits[0], torch.device("cpu"))
+    model.prepare(splits[0].train, seed=0)
+    steps = model.encoder.warmup_steps
+    assert model._optimizer.param_groups[0]["lr"] == pytest.approx(0.01 / steps)
+    model.train_epoch(1)
+    taken = model._schedule.last_epoch
+    assert 0 < taken < steps  # a few batches of 30 items: still warming up
+    assert model._optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * (taken + 1) / steps)
+    resumed = build_model(cfg, dataset, splits[0], torch.device("cpu"))
+    resumed.prepare(splits[0].train, seed=0)
+    resumed.load_training_state(model.training_state())
+    assert resumed._optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * (taken + 1) / steps)
+    plain = config(folder, encoder="transformer", encoder_warmup=0, encoder_lr=0.01)
+    plain_model = build_model(plain, dataset, splits[0], torch.device("cpu"))
+    plain_model.prepare(splits[0].train, seed=0)
+    assert plain_model._optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
 
 
 def test_hybrid_needs_documents(tmp_path):

@@ -19,9 +19,11 @@ from deepmovie import experiment
 from deepmovie.config import RunConfig, build_config
 from deepmovie.errors import DeepMovieError
 from deepmovie.evaluation import ColdFallback, Evaluator
+from deepmovie.models import MODELS
 from deepmovie.training.trainer import Trainer
 from deepmovie.tuning import study as tuning
 from deepmovie.tuning import tune
+from deepmovie.tuning.spaces import SPACES
 
 TRIALS = 8
 
@@ -154,3 +156,11 @@ def test_cli_error_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: no search space for model 'mf' (tunable: ")
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_every_space_proposes_settings_its_model_accepts(name):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        params = SPACES[name](study.ask())
+        assert params and MODELS.get(name).Params(**params)  # pydantic refuses a name or value it lacks

@@ -24,6 +24,7 @@ from deepmovie.tuning.spaces import SPACES
 MAX_ROWS_SVDPP = 3_000_000
 MAX_ROWS_AUTOENCODER = 5_000_000
 MAX_USERS_AUTOENCODER = 100_000
+MAX_CELLS_KERNEL = 4_000_000  # glocal-k's full-batch L-BFGS reads the dense items x users matrix
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,12 @@ RATING_RULES: dict[str, Rule] = {
         else "no side features: it would be biased MF again"
     ),
     "bayes-fm": lambda p: ({}, "Bayesian FM by Gibbs sampling, nothing to tune"),
+    "glocal-k": lambda p: (
+        ({}, "kernel autoencoder fine-tuned with a global convolution")
+        if p.users * p.items <= MAX_CELLS_KERNEL
+        else f"dense {p.items:,} x {p.users:,} matrix: full-batch epochs too slow for the budget past "
+        f"{MAX_CELLS_KERNEL:,} cells"
+    ),
 }
 RANKING_RULES: dict[str, Rule] = {
     "popularity": lambda p: ({}, "baseline"),

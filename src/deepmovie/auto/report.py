@@ -50,7 +50,7 @@ def markdown(summary: dict[str, Any], state: dict[str, Any], rows: list[dict[str
         "|---|---|---|---|---|---|---|",
     ]
     for f in summary["finalists"]:
-        note = f.get("skipped") or f.get("twin_skipped") or ""
+        note = "; ".join(f[k] for k in ("skipped", "cut", "twin_skipped") if f.get(k))
         lines.append(
             f"| {f['model']} | {_num(f.get('valid'))} | {_num(f.get('test_rmse'))} | "
             f"{_num(f.get('twin_test_rmse'))} | {_num(f.get('test_ndcg@10'))} | "

@@ -58,6 +58,7 @@ FITS_PER_FINALIST = 3  # a member, then its twin (trained early-stopped, then re
 FLOOR_SHARE = 0.05  # of the budget, kept for the finalists however cheap they look
 MIN_SHARE = 0.25  # of its planned slot, the least time a candidate gets in a round that has overrun
 MARGIN = 1.2  # a finalist's refit is expected to take its best trial's seconds, times this
+CUT = "cut by the time budget"
 
 
 def parse_budget(text: str) -> float:
@@ -190,6 +191,9 @@ class Search:
             round_end = now + (search_end - now) / (total - number)
             slot = (round_end - now) / len(alive)
             for position, model in enumerate(alive):
+                # The finalists' cost grows as better (often longer) trials are found: the round ends
+                # no later than the time they now need.
+                round_end = min(round_end, clock.deadline - self.reserve(state, alive, finalists, clock))
                 # What the round has left, shared by the candidates still to go: one that overran its
                 # slot (a long epoch) does not take the last one's whole turn.
                 share = max((round_end - time.time()) / (len(alive) - position), MIN_SHARE * slot)
@@ -243,7 +247,10 @@ class Search:
 
     def _fit_once(self, candidate: Candidate, config: RunConfig, until: float, state: dict) -> None:
         fixed = state.setdefault("fixed", {})
-        if candidate.model in fixed:
+        earlier = fixed.get(candidate.model)
+        # Fitted already, unless the budget cut it and this round gives it longer (a Gibbs sampler's
+        # first slot may hold only a few sweeps): then it is fitted again from the start.
+        if earlier is not None and (earlier["note"] != CUT or until - time.time() <= earlier["seconds"]):
             return
         dataset, split = self.data
         began = time.time()
@@ -260,7 +267,7 @@ class Search:
         except _OutOfTime:
             finite = [f for f in figures if math.isfinite(f)]
             value = (max if state.get("direction") == "maximize" else min)(finite) if finite else None
-            epoch, note = len(figures), "cut by the time budget"
+            epoch, note = len(figures), CUT
         except DeepMovieError as exc:
             value, epoch, note = None, 0, str(exc)
         fixed[candidate.model] = {
@@ -352,20 +359,23 @@ def _finalists(search: Search, task: Task, state: dict, clock: Clock, out: Path)
         raise DeepMovieError("no candidate finished a trial within the budget; give it more time (--budget)")
     finals = state.setdefault("finalists", [])
     done = {f["model"] for f in finals}
-    for model in ranked:
+    cost = {m: (search.best(state, m).get("seconds") or 0.0) * MARGIN for m in ranked}
+    for position, model in enumerate(ranked):
         if model in done:
             continue
-        expected = (search.best(state, model).get("seconds") or 0.0) * MARGIN
-        if expected > clock.left():
-            finals.append(
-                {"model": model, "skipped": f"needs about {expected:.0f} s, {clock.left():.0f} s left"}
-            )
+        # What this one may take: the time left, less what the finalists after it are expected to need.
+        room = clock.left() - sum(cost[m] for m in ranked[position + 1 :])
+        epochs = _epochs_that_fit(search.best(state, model), room)
+        if epochs == 0:
+            finals.append({"model": model, "skipped": f"needs about {cost[model]:.0f} s, {room:.0f} s left"})
             continue
-        finals.append(_train_finalist(search, model, task, state, out))
+        finals.append(_train_finalist(search, model, task, state, out, epochs))
     if not any("run" in f for f in finals):  # none fits the time left: the quickest one, late
         model = min(ranked, key=lambda m: search.best(state, m).get("seconds") or 0.0)
         finals[:] = [f for f in finals if f["model"] != model]
-        finals.append(_train_finalist(search, model, task, state, out))
+        finals.append(
+            _train_finalist(search, model, task, state, out, search.best(state, model).get("epochs"))
+        )
     if task == "rating":
         _train_twins(search, [f for f in finals if "run" in f], clock, out)
     return finals
@@ -393,19 +403,42 @@ def _train_twins(search: Search, members: list[dict[str, Any]], clock: Clock, ou
         m["twin_test_rmse"] = read_summary(folder).get("test_rmse")
 
 
-def _train_finalist(search: Search, model: str, task: Task, state: dict, out: Path) -> dict[str, Any]:
+def _epochs_that_fit(best: dict[str, Any], room: float) -> int | None:
+    """The epochs a finalist trains: its best trial's (None: as configured, where the trial does not
+    say), fewer where those would not fit in ``room`` seconds, 0 where not even one would."""
+    epochs, seconds = best.get("epochs") or None, (best.get("seconds") or 0.0) * MARGIN
+    if seconds <= room:
+        return epochs
+    if not epochs:
+        return 0
+    return min(epochs, max(int(room / (seconds / epochs)), 0))
+
+
+def _train_finalist(
+    search: Search, model: str, task: Task, state: dict, out: Path, epochs: int | None = None
+) -> dict[str, Any]:
+    """Trained as its best trial was, for that trial's epochs (so its figure and time are the trial's),
+    or for ``epochs`` where the time left holds no more."""
     best = search.best(state, model)
+    params = {**best["params"], **({"epochs": epochs} if epochs else {})}
     folder = out / BEST if task == "ranking" else out / MEMBERS / model  # one ranker: the result
     summary = read_summary(folder) if (folder / SUMMARY).is_file() else None
     if summary is None:
-        config = search.config_of(search._candidate(model), best["params"])
+        config = search.config_of(search._candidate(model), params)
         summary = run(config, folder, overwrite=True, quiet=search.quiet)
     figures = ("test_rmse", "test_mae", "fit_seconds") + (("test_ndcg@10",) if task == "ranking" else ())
+    trial_epochs = best.get("epochs") or 0
+    cut = (
+        f"cut to {epochs} of its trial's {trial_epochs} epochs to fit the budget"
+        if epochs and epochs < trial_epochs
+        else None
+    )
     return {
         "model": model,
         "run": str(folder),
         "valid": best["value"],
-        "params": best["params"],
+        "params": params,
+        **({"cut": cut} if cut else {}),
         **{k: summary.get(k) for k in figures},
     }
 

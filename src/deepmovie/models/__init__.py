@@ -1,7 +1,13 @@
 """Model families. Importing this package registers every built-in model in ``MODELS``."""
 
 from deepmovie.models import baselines, blend  # noqa: F401  (registers global-mean, bias; blend)
-from deepmovie.models.autoencoders import autorec, cdae, deeprec  # noqa: F401  (autorec, cdae, deeprec)
+from deepmovie.models.autoencoders import (  # noqa: F401  (autorec, cdae, deeprec, sparse-fc, glocal-k)
+    autorec,
+    cdae,
+    deeprec,
+    glocal_k,
+    sparse_fc,
+)
 from deepmovie.models.base import DataInfo, Model, ModelParams
 from deepmovie.models.deep import deepmf, ncf  # noqa: F401  (deepmf, gmf, ncf-mlp, neumf)
 from deepmovie.models.factorization import mf, pmf, svdpp  # noqa: F401  (mf, biased-mf, pmf, svdpp)

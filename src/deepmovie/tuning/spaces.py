@@ -85,6 +85,17 @@ def _autorec(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
+@space("sparse-fc", "glocal-k")
+def _kernel_autoencoder(trial: optuna.Trial) -> dict[str, Any]:
+    """The penalties the references set per data set (ML-100K 20 / 0.006, ML-1M 60..70 / 0.013..0.018)."""
+    width = trial.suggest_categorical("hidden", [300, 500])
+    return {
+        "hidden": [width, width],
+        "lambda_2": _log(trial, "lambda_2", 5.0, 200.0),
+        "lambda_s": _log(trial, "lambda_s", 0.001, 0.05),
+    }
+
+
 @space("deepmf")
 def _deepmf(trial: optuna.Trial) -> dict[str, Any]:
     width = trial.suggest_categorical("width", [32, 64, 128])

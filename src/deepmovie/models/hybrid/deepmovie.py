@@ -46,6 +46,12 @@ class HybridParams(PMFParams):
     encoder_batch_size: int = Field(128, ge=1)
     encoder_lr: float = Field(1e-3, gt=0)
     encoder_weight_decay: float = Field(0.0, ge=0, description="lambda_W, as decoupled weight decay")
+    encoder_warmup: int | None = Field(
+        None,
+        ge=0,
+        description="optimizer steps of linear learning-rate warm-up; default: the encoder's own "
+        "warmup_steps (transformer: 100; others: none)",
+    )
     max_length: int = Field(300, ge=1, description="words kept per document")
     max_df: float = Field(0.5, gt=0, le=1, description="drop words in more than this share of documents")
     max_words: int = Field(8000, ge=1, description="vocabulary size")
@@ -108,6 +114,12 @@ class Hybrid(PMF):
         self._optimizer = torch.optim.AdamW(
             self.encoder.parameters(), lr=p.encoder_lr, weight_decay=p.encoder_weight_decay
         )
+        warmup = p.encoder_warmup
+        if warmup is None:
+            warmup = getattr(self.encoder, "warmup_steps", 0)
+        self._schedule = torch.optim.lr_scheduler.LambdaLR(
+            self._optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
 
     @torch.no_grad()
     def encode(self) -> torch.Tensor:
@@ -152,12 +164,18 @@ class Hybrid(PMF):
                 )
                 loss.backward()
                 self._optimizer.step()
+                self._schedule.step()
                 loss_sum += loss.detach()
         return float(loss_sum) / target.numel()
 
     def training_state(self) -> dict[str, Any]:
-        return {"encoder_optimizer": self._optimizer.state_dict()}
+        return {
+            "encoder_optimizer": self._optimizer.state_dict(),
+            "encoder_schedule": self._schedule.state_dict(),
+        }
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         if "encoder_optimizer" in state:
             self._optimizer.load_state_dict(state["encoder_optimizer"])
+        if "encoder_schedule" in state:
+            self._schedule.load_state_dict(state["encoder_schedule"])

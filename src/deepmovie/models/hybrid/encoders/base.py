@@ -29,7 +29,7 @@ def build_encoder(name: str, vocab_size: int, out_dim: int, params: dict[str, An
     cls = _plugin(name) if name.startswith(PLUGIN) else ENCODERS.get(name)
     try:
         encoder = cls(vocab_size, out_dim, **params)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise DeepMovieError(f"encoder {name!r}: {exc} (encoder_params: {params})") from None
     if not isinstance(encoder, torch.nn.Module):
         raise DeepMovieError(f"encoder {name!r}: {cls.__name__} is not a torch.nn.Module")
