@@ -196,6 +196,27 @@ def test_the_transformer_warms_its_learning_rate_up_and_a_resumed_run_keeps_the_
     assert plain_model._optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
 
 
+def test_encoder_batches_cover_every_item_once_and_group_documents_of_similar_length(folder):
+    cfg = config(folder, encoder_batch_size=4)
+    dataset, splits = prepare(cfg)
+    model = build_model(cfg, dataset, splits[0], torch.device("cpu"))
+    model.words = torch.randint(1, 300, (len(model.inputs),), generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    batches = model.training_batches(generator)
+    assert sorted(torch.cat(batches).tolist()) == list(range(len(model.inputs)))
+    assert all(len(b) <= 4 for b in batches)
+    again = model.training_batches(generator)
+    assert [b.tolist() for b in again] != [b.tolist() for b in batches]  # a fresh order each epoch
+
+    def padded_words(
+        parts: list[torch.Tensor],
+    ) -> int:  # what the encoder reads: each batch cut to its longest
+        return sum(len(b) * int(model.words[b].max()) for b in parts)
+
+    shuffled = list(torch.randperm(len(model.inputs), generator=torch.Generator().manual_seed(1)).split(4))
+    assert padded_words(batches) < 0.8 * padded_words(shuffled)
+
+
 def test_hybrid_needs_documents(tmp_path):
     path = write_ratings(tmp_path / "ratings.csv")
     with pytest.raises(DeepMovieError, match="item documents"):

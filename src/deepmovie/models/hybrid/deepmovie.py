@@ -33,6 +33,7 @@ from deepmovie.models.registry import MODELS
 
 log = logging.getLogger("deepmovie")
 ENCODE_BATCH = 1024
+BUCKET_BATCHES = 20  # batches per span sorted by document length (see Hybrid.training_batches)
 
 
 class HybridParams(PMFParams):
@@ -155,9 +156,8 @@ class Hybrid(PMF):
         generator = torch.Generator().manual_seed(self._seed * 1_000_003 + epoch)
         self.encoder.train()
         for _ in range(self.params.encoder_epochs):
-            order = torch.randperm(len(target), generator=generator).to(target.device)
             loss_sum = torch.zeros((), device=target.device)
-            for rows in order.split(self.params.encoder_batch_size):
+            for rows in self.training_batches(generator):
                 self._optimizer.zero_grad(set_to_none=True)
                 loss = torch.nn.functional.mse_loss(
                     self.encoder(self.batch(rows)), target[rows], reduction="sum"
@@ -167,6 +167,25 @@ class Hybrid(PMF):
                 self._schedule.step()
                 loss_sum += loss.detach()
         return float(loss_sum) / target.numel()
+
+    def training_batches(self, generator: torch.Generator) -> list[torch.Tensor]:
+        """One epoch's random batches of items, each of documents of similar length: a random order is
+        cut into spans of ``BUCKET_BATCHES`` batches, each span sorted by length and cut into batches,
+        and the batches shuffled. A batch is then cut to its longest document, so a few long plots no
+        longer pad every batch of short titles to 300 words (bucketing, as NLP trainers do)."""
+        size = self.params.encoder_batch_size
+        order = torch.randperm(len(self.inputs), generator=generator)
+        if self.words is None:
+            batches = list(order.split(size))
+        else:
+            words = self.words.cpu()
+            batches = [
+                batch
+                for span in order.split(size * BUCKET_BATCHES)
+                for batch in span[torch.argsort(words[span], stable=True)].split(size)
+            ]
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+        return [batch.to(self.inputs.device) for batch in batches]
 
     def training_state(self) -> dict[str, Any]:
         return {
