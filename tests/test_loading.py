@@ -6,7 +6,7 @@ import numpy as np
 
 from conftest import write_ratings
 from deepmovie.data import dataset, readers
-from deepmovie.data.dataset import load_dataset
+from deepmovie.data.dataset import ReadOptions, load_dataset
 
 
 def test_chunked_parse_equals_one_pass(tmp_path, monkeypatch):
@@ -29,6 +29,20 @@ def test_binary_cache_returns_the_same_dataset(tmp_path, monkeypatch, deepmovie_
     for name in ("users", "items", "ratings", "timestamps"):
         np.testing.assert_array_equal(getattr(second.interactions, name), getattr(first.interactions, name))
     np.testing.assert_array_equal(second.user_ids.raw, first.user_ids.raw)
+
+
+def test_a_cache_another_process_wrote_first_is_no_failure(
+    tmp_path, monkeypatch, caplog, deepmovie_home
+):
+    """Two runs loading the same file at once: the loser of the rename keeps quiet and leaves no debris."""
+    path = write_ratings(tmp_path / "ratings.csv", n_users=40, n_items=30, density=0.5)
+    monkeypatch.setattr(dataset, "CACHE_MIN_ROWS", 1)
+    first = load_dataset(path)
+    (folder,) = (deepmovie_home / "cache").iterdir()
+    dataset._write_cache(folder, dataset._read_and_encode([path], ReadOptions()))  # the second writer
+    assert "could not write the load cache" not in caplog.text
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]
+    assert len(load_dataset(path).interactions) == len(first.interactions)
 
 
 def test_cache_is_invalidated_when_the_file_changes(tmp_path, monkeypatch):

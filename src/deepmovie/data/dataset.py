@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -296,7 +297,9 @@ def _write_cache(folder: Path, result) -> None:
         (tmp / "meta.json").write_text(json.dumps({"arrays": sorted(arrays)}))
         os.replace(tmp, folder)
     except OSError as exc:  # a read-only or full cache only costs speed
-        log.warning("could not write the load cache %s: %s", folder, exc)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "meta.json").is_file():  # another process wrote it first: no loss
+            log.warning("could not write the load cache %s: %s", folder, exc)
 
 
 def _read_and_encode(paths: list[Path], options: ReadOptions):
