@@ -31,9 +31,7 @@ def test_binary_cache_returns_the_same_dataset(tmp_path, monkeypatch, deepmovie_
     np.testing.assert_array_equal(second.user_ids.raw, first.user_ids.raw)
 
 
-def test_a_cache_another_process_wrote_first_is_no_failure(
-    tmp_path, monkeypatch, caplog, deepmovie_home
-):
+def test_a_cache_another_process_wrote_first_is_no_failure(tmp_path, monkeypatch, caplog, deepmovie_home):
     """Two runs loading the same file at once: the loser of the rename keeps quiet and leaves no debris."""
     path = write_ratings(tmp_path / "ratings.csv", n_users=40, n_items=30, density=0.5)
     monkeypatch.setattr(dataset, "CACHE_MIN_ROWS", 1)

@@ -74,7 +74,9 @@ class RunConfig(BaseModel):
     )
     valid_fraction: float = Field(0.1, ge=0, lt=1)
     rank_k: int = Field(0, ge=0, description="also report top-K ranking metrics on the test rows (0: off)")
-    relevant_rating: float = Field(4.0, description="test ratings at or above this are relevant for ranking")
+    relevant_rating: float = Field(
+        4.0, description="test ratings at or above this (capped at the top of the scale) count as relevant"
+    )
     refit: bool = Field(
         False, description="after early stopping, retrain on train + valid for the best epoch count"
     )

@@ -309,7 +309,7 @@ def _run_fold(
     else:
         test = judge(model, split.test, seen)
         if config.rank_k and model.task != "implicit":
-            test["ranking"] = rank(model, judge.fallback, seen, split.test, judge.k, config.relevant_rating)
+            test["ranking"] = rank(model, judge.fallback, seen, split.test, judge.k, judge.relevant_rating)
     if fold_dir is not None:
         state = distributed.gather_state(model, model.state_dict())
         if distributed.is_main():
@@ -344,8 +344,12 @@ def _run_fold(
 
 
 def _evaluator(config: RunConfig, dataset: Dataset, train: Interactions) -> Evaluator:
-    """How this fit is judged: cold rows fall back on biases from ``train``; rankings use the config's K."""
-    return Evaluator(ColdFallback.fit(train), dataset.scale, config.rank_k or 10, config.relevant_rating)
+    """How this fit is judged: cold rows fall back on biases from ``train``; rankings use the config's K.
+
+    A relevance threshold above the top of the scale (the default 4 on implicit 0/1 data) would make no
+    test row relevant and every ranking score 0: it is lowered to the top rating."""
+    relevant = min(config.relevant_rating, dataset.scale.high)
+    return Evaluator(ColdFallback.fit(train), dataset.scale, config.rank_k or 10, relevant)
 
 
 def _combine(config: RunConfig, dataset: Dataset, folds: list[dict], device: torch.device) -> dict:
