@@ -86,6 +86,7 @@ def test_candidates_follow_rules_and_say_why_a_model_is_left_out():
         c for c in candidates(small_profile(low=1, high=100), "rating", info)[0] if c.model == "biased-mf"
     )
     assert wide_scale.params["lr"] == pytest.approx(0.005 / (99 / 4))  # SGD steps shrink with the scale
+    assert "learning rates / 24.75" in wide_scale.why
     ranking = [c.model for c in candidates(small_profile(), "ranking", info)[0]]
     assert {"popularity", "ease", "ials"} <= set(ranking) and "biased-mf" not in ranking
 
@@ -223,3 +224,20 @@ def test_a_fit_the_budget_cut_is_fitted_again_when_a_later_round_gives_it_longer
     )
     search._fit_once(candidate, config, time.time() + 600, state)  # finished: never again
     assert fits == ["bias"]
+
+
+def test_searched_learning_rates_shrink_with_the_scale_as_the_starting_one_does(ratings, tmp_path):
+    """On 1..100 the space's lr 0.001..0.02 would diverge: a trial's lr is scaled as the default is."""
+    from deepmovie.auto import search as module
+
+    config = build_config({"model": "bias", "data": str(ratings)})
+    info = DataInfo(60, 50, None, 3.5)
+    wide = next(
+        c for c in candidates(small_profile(low=1, high=100), "rating", info)[0] if c.model == "biased-mf"
+    )
+    dataset, splits = prepare(config)
+    search = module.Search(config, tmp_path, [wide], 1, True, (dataset, splits[0]))
+    assert search.config_of(wide, {"lr": 0.01, "factors": 64}).params["lr"] == pytest.approx(0.01 / 24.75)
+    plain = next(c for c in candidates(small_profile(), "rating", info)[0] if c.model == "biased-mf")
+    assert search.config_of(plain, {"lr": 0.01}).params["lr"] == pytest.approx(0.01)
+    assert search.config_of(wide).params["lr"] == pytest.approx(0.005 / 24.75)

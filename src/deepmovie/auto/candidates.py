@@ -32,6 +32,7 @@ class Candidate:
     model: str
     params: dict[str, Any] = field(default_factory=dict)  # on top of the model's defaults
     why: str = ""
+    lr_scale: float = 1.0  # SGD steps scaled to the rating scale: a searched lr is multiplied alike
 
     @property
     def searchable(self) -> bool:
@@ -109,5 +110,9 @@ def candidates(
         except DeepMovieError as exc:
             skipped.append(f"{model}: {exc}")
             continue
-        chosen.append(Candidate(model, params, why))
+        if "lr" in params:  # _sgd scaled its steps to the rating scale; its searched ones follow
+            why += f"; learning rates / {profile.span:g} for the {profile.low:g}..{profile.high:g} scale"
+            chosen.append(Candidate(model, params, why, lr_scale=1 / profile.span))
+        else:
+            chosen.append(Candidate(model, params, why))
     return chosen, skipped

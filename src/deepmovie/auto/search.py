@@ -172,8 +172,12 @@ class Search:
         self._rows: dict[str, list[dict[str, Any]]] = {}  # each study's trials, read once per search
 
     def config_of(self, candidate: Candidate, params: dict[str, Any] | None = None) -> RunConfig:
+        """The run config of a candidate with a trial's (or a finalist's) searched settings."""
+        searched = dict(params or {})
+        if "lr" in searched:
+            searched["lr"] *= candidate.lr_scale
         return self.config.model_copy(
-            update={"model": candidate.model, "params": {**candidate.params, **(params or {})}}
+            update={"model": candidate.model, "params": {**candidate.params, **searched}}
         )
 
     def run(self, state: dict, clock: Clock, save: Any, finalists: int) -> None:
