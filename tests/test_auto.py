@@ -241,3 +241,22 @@ def test_searched_learning_rates_shrink_with_the_scale_as_the_starting_one_does(
     plain = next(c for c in candidates(small_profile(), "rating", info)[0] if c.model == "biased-mf")
     assert search.config_of(plain, {"lr": 0.01}).params["lr"] == pytest.approx(0.01)
     assert search.config_of(wide).params["lr"] == pytest.approx(0.005 / 24.75)
+
+
+def test_a_round_stops_when_the_finalists_need_the_rest_of_the_budget(ratings, tmp_path, monkeypatch):
+    """A better (longer) trial found mid-round raises the finalists' reserve: the round's later
+    candidates keep their earlier figures instead of eating the finalists' time."""
+    from deepmovie.auto import search as module
+
+    config = build_config({"model": "bias", "data": str(ratings)})
+    found = [module.Candidate(m) for m in ("bias", "pmf", "biased-mf")]
+    search = module.Search(config, tmp_path, found, 1, True, None)
+    turns: list[str] = []
+    clock = module.Clock(time.time(), 600.0, 0.0)
+    monkeypatch.setattr(search, "search", lambda candidate, until, state: turns.append(candidate.model))
+    monkeypatch.setattr(search, "rank_key", lambda state, model: turns.index(model))
+    monkeypatch.setattr(search, "epoch_seconds", lambda model, state: 0.0)
+    # Round 1 finds cheap finalists; the first turn of round 2 finds one that needs all that is left.
+    monkeypatch.setattr(search, "reserve", lambda *args: 30.0 if len(turns) <= 3 else 10_000.0)
+    search.run({}, clock, lambda: None, finalists=2)
+    assert turns == ["bias", "pmf", "biased-mf", "bias"]

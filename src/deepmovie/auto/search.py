@@ -198,9 +198,12 @@ class Search:
                 # The finalists' cost grows as better (often longer) trials are found: the round ends
                 # no later than the time they now need.
                 round_end = min(round_end, clock.deadline - self.reserve(state, alive, finalists, clock))
+                left = round_end - time.time()
+                if left <= 0 and number > 0:  # the finalists' time: the rest keep their last round's figure
+                    break
                 # What the round has left, shared by the candidates still to go: one that overran its
                 # slot (a long epoch) does not take the last one's whole turn.
-                share = max((round_end - time.time()) / (len(alive) - position), MIN_SHARE * slot)
+                share = max(left / (len(alive) - position), MIN_SHARE * slot)
                 self.search(self._candidate(model), time.time() + share, state)
                 save()
             scored = sorted(alive, key=lambda m: self.rank_key(state, m))
