@@ -4,7 +4,9 @@ Every cell is a full run (early stopping on validation RMSE; the test RMSE is th
 best-validation iteration, scored once). PMF's lambda_U = lambda_V is chosen on validation from
 ``--reg``; each hybrid keeps PMF's chosen lambda_U and chooses its own lambda_V from ``--reg``. The
 report adds the RMSE by item popularity (training ratings per item) of PMF and of each hybrid, as a
-table and a plot: where does the text help? Usage::
+table and a plot, and with ``--item-docs`` the RMSE on items with a text of their own and on the others:
+where does the text help? ``--split cold-items:F:V`` scores items with no training rating (their
+validation items are cold too, so early stopping judges the text alone). Usage::
 
     python benchmarks/hybrid_bench.py --data ../shared/data/ml-1m --split convmf \\
         --out benchmarks/results/hybrid-ml-1m.md
@@ -76,24 +78,40 @@ def bucket_label(low: int, high: int | None) -> str:
     return f"{low}" if low == high else f"{low}-{high}" if high else f">{low - 1}"
 
 
-def bucket_rmse(run_dir: Path, dataset, split) -> list[tuple[float, int]]:
-    """(test RMSE, rows) per popularity bucket of the run saved in ``run_dir``."""
+def group_rmse(run_dir: Path, dataset, split, groups: list[np.ndarray]) -> list[tuple[float, int]]:
+    """(test RMSE, rows) of the run saved in ``run_dir`` on each group (a mask over the test rows)."""
     test = split.test
     (predicted,) = run_predictions(Run.load(run_dir), dataset, split, test)
-    counts = np.bincount(split.train.items, minlength=dataset.n_items)[test.items]
-    rows = []
-    for low, high in BUCKETS:
-        mask = (counts >= low) & (counts <= (high if high is not None else counts.max()))
-        value = rmse(predicted[mask], test.ratings[mask]) if mask.any() else float("nan")
-        rows.append((value, int(mask.sum())))
-    return rows
+    return [
+        (rmse(predicted[mask], test.ratings[mask]) if mask.any() else float("nan"), int(mask.sum()))
+        for mask in groups
+    ]
+
+
+def popularity_groups(dataset, split) -> list[np.ndarray]:
+    """Test rows by their item's training ratings, one mask per ``BUCKETS`` entry."""
+    counts = np.bincount(split.train.items, minlength=dataset.n_items)[split.test.items]
+    top = counts.max()
+    return [(counts >= low) & (counts <= (high if high is not None else top)) for low, high in BUCKETS]
+
+
+def text_groups(dataset, split) -> list[np.ndarray]:
+    """Test rows whose item has a text of its own (from ``--item-docs``), then the rest, whose document
+    was built from the metadata: where the text itself has to speak."""
+    info = dataset.items
+    has_text = np.array([doc != info.describe(i) for i, doc in enumerate(info.documents)])
+    own = has_text[split.test.items]
+    return [own, ~own]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/ml-1m")
     parser.add_argument("--split", default="convmf")
-    parser.add_argument("--item-docs", default=None, help="ConvMF-style item_id::text file")
+    parser.add_argument("--item-docs", default=None, help="item_id::text file or plots.tsv-style table")
+    parser.add_argument(
+        "--with-metadata", action="store_true", help="documents: the built metadata, then the item's text"
+    )
     parser.add_argument("--factors", type=int, default=50)
     parser.add_argument("--reg", default="0.05,0.1,0.15,0.2", help="PMF's lambda grid (valid RMSE chooses)")
     parser.add_argument("--hybrid-reg", default="0.05,0.1,0.15", help="the hybrids' lambda_V grid")
@@ -114,6 +132,7 @@ def main() -> None:
         "data": args.data,
         "split": args.split,
         "item_docs": args.item_docs,
+        "item_docs_with_metadata": args.with_metadata,
         "params": {"factors": args.factors, "epochs": args.epochs, "patience": args.patience},
     }
     work = args.work / Path(args.data).name / args.split
@@ -151,12 +170,25 @@ def main() -> None:
     config = build_config(pmf_cell[0])
     dataset, splits = prepare(config)
     split = splits[0]
-    buckets = {name: bucket_rmse(Path(c[1]), dataset, split) for name, (c, _) in results.items()}
+    groups = popularity_groups(dataset, split) + (text_groups(dataset, split) if args.item_docs else [])
+    figures = {name: group_rmse(Path(c[1]), dataset, split, groups) for name, (c, _) in results.items()}
+    buckets = {name: rows[: len(BUCKETS)] for name, rows in figures.items()}
+    by_text = {name: rows[len(BUCKETS) :] for name, rows in figures.items()} if args.item_docs else {}
 
     stem = args.out.with_suffix("")
     plot = stem.with_name(stem.name + "-popularity.png")
     plot_buckets(buckets, plot, f"{Path(args.data).name} {args.split}")
     lines = report(args, results, buckets, began, plot, dataset.describe())
+    if by_text:
+        (_, with_text_rows), (_, built_rows) = by_text["pmf"]
+        lines += [
+            "",
+            "## Test RMSE by document: the item's own text, or one built from its metadata",
+            "",
+            f"| model | own text ({with_text_rows:,} rows) | built document ({built_rows:,} rows) |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {name} | {a:.4f} | {b:.4f} |" for name, ((a, _), (b, _)) in by_text.items()]
     write_report(args.out, lines)
     (stem.with_name(stem.name + ".json")).write_text(
         json.dumps({name: summary for name, (_, summary) in results.items()}, indent=2, default=str) + "\n"
@@ -184,6 +216,13 @@ def report(args, results, buckets, began, plot: Path, data: str) -> list[str]:
     pmf = results["pmf"][1]
     ml_1m = data.startswith("ml-1m:")
     command = "python " + " ".join(sys.argv)
+    documents = "built from the data (title, year, genres)"
+    if args.item_docs:
+        documents = (
+            f"the texts of {args.item_docs}"
+            + (", each after the item's built document" if args.with_metadata else "")
+            + "; an item without one keeps its built document"
+        )
     lines = [
         f"# PMF vs the DeepMovie hybrid with each text encoder: {Path(args.data).name}, split `{args.split}`",
         "",
@@ -192,7 +231,7 @@ def report(args, results, buckets, began, plot: Path, data: str) -> list[str]:
         f"- machine: {machine.describe(torch.device('cpu'))}; one torch thread per cell, {args.jobs} cells "
         "at once; the machine was shared with other work, so seconds are indicative",
         f"- data: {data}",
-        f"- documents: {'--item-docs ' + args.item_docs if args.item_docs else 'built from the data'}",
+        f"- documents: {documents}",
         f"- {args.factors} factors; at most {args.epochs} iterations, patience {args.patience}; lambda "
         f"grids {args.reg} (PMF: lambda_U = lambda_V) and {args.hybrid_reg} (hybrids: PMF's lambda_U, own "
         "lambda_V) chosen on validation RMSE; test RMSE at the best-validation iteration, scored once",

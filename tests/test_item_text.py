@@ -86,6 +86,51 @@ def test_a_plot_table_joins_each_movies_sources_and_leaves_the_others_their_buil
     assert "2 items with text" in summary["dataset"]
 
 
+def test_texts_can_follow_the_built_document_in_both_layouts(tmp_path, deepmovie):
+    """Genres steer a cold item's ratings and plots seldom name them: with_metadata keeps both."""
+    write_ratings(tmp_path / "ratings.csv", n_users=10, n_items=5, density=0.9)
+    write_movies(tmp_path / "movies.csv", 5, ["Drama"])
+    plain = load_dataset(tmp_path)
+    built = plain.items.documents[item_index(plain, 1)]
+    assert built and "Drama" in built
+    table, lines = tmp_path / "plots.tsv", tmp_path / "plots.txt"
+    table.write_text(HEADER + "1\ttmdb\tA toy cowboy feels replaced.\n")
+    lines.write_text("1::A toy cowboy feels replaced.\n")
+    for path in (table, lines):
+        only = load_dataset(tmp_path, item_docs=path)
+        both = load_dataset(tmp_path, item_docs=path, item_docs_with_metadata=True)
+        assert only.items.documents[item_index(only, 1)] == "A toy cowboy feels replaced."
+        assert both.items.documents[item_index(both, 1)] == f"{built} A toy cowboy feels replaced."
+        for other in (2, 3):  # no text: the built document, once
+            assert (
+                both.items.documents[item_index(both, other)]
+                == plain.items.documents[item_index(plain, other)]
+            )
+    values = {
+        "model": "bias",
+        "data": str(tmp_path),
+        "item_docs": str(table),
+        "item_docs_with_metadata": True,
+    }
+    dataset, _ = prepare(build_config(values))
+    assert dataset.items.documents[item_index(dataset, 1)].startswith(built)
+    result = deepmovie(
+        "train",
+        "bias",
+        "--data",
+        tmp_path,
+        "--item-docs",
+        table,
+        "--item-docs-with-metadata",
+        "--out",
+        tmp_path / "run",
+        "-q",
+    )
+    assert (
+        result.code == 0 and "item_docs_with_metadata: true" in (tmp_path / "run" / "config.yaml").read_text()
+    )
+
+
 def test_a_malformed_plot_table_names_its_file_and_line(tmp_path):
     write_ratings(tmp_path / "ratings.csv", n_users=10, n_items=5, density=0.9)
     write_movies(tmp_path / "movies.csv", 5, ["Drama"])

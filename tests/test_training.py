@@ -95,6 +95,25 @@ def test_relative_change_stop_rule(tmp_path):
     assert len(result.history) == 3 and "tol" in result.stopped_because
 
 
+def test_past_its_deadline_a_fit_starts_no_epoch_and_keeps_its_best(tmp_path, monkeypatch):
+    """A budget's deadline (auto's finalists on a machine slower than their trials): stop, keep the best."""
+    model, _ = scripted(tmp_path, [1.0] * 5, [1.0, 2.9, 2.0, 2.5, 2.6], epochs=5, patience=0)
+    epochs_done: list[int] = []
+    scripted_epoch = model.train_epoch
+
+    def train_epoch(epoch: int) -> float:
+        epochs_done.append(epoch)
+        return scripted_epoch(epoch)
+
+    model.train_epoch = train_epoch
+    monkeypatch.setattr(time, "time", lambda: 10.0 if len(epochs_done) >= 3 else 0.0)  # slow from epoch 3
+    data = Interactions(np.array([0, 1]), np.array([0, 1]), np.array([3.0, 3.0], dtype=np.float32), 2, 2)
+    judge = Evaluator(ColdFallback.fit(data), RatingScale(0, 10))
+    result = Trainer(tmp_path, quiet=True).fit(model, data, data, judge, seed=0, until=5.0)
+    assert len(result.history) == 3 and result.stopped_because == "out of time"
+    assert result.best_epoch == 2 and model.value.item() == pytest.approx(2.9)
+
+
 def test_non_finite_loss_stops_with_advice_and_keeps_last_good_checkpoint(tmp_path):
     _, fit = scripted(tmp_path, [1.0, 1.0, math.nan], [1.0, 2.0, 3.0], epochs=3, patience=0)
     with pytest.raises(DeepMovieError, match="learning rate"):

@@ -64,6 +64,9 @@ class RunConfig(BaseModel):
     split: str = "random:0.1"
     test_file: str | None = None
     item_docs: str | None = None
+    item_docs_with_metadata: bool = Field(
+        False, description="put each item's built document (title, year, genres, tags) before its text"
+    )
     seed: int = Field(0, ge=0, lt=SEEDS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_memory: int | None = Field(

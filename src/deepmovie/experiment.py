@@ -55,7 +55,11 @@ def prepare(config: RunConfig, dataset: Dataset | None = None) -> tuple[Dataset,
     config.model_params()
     if dataset is None:
         dataset = load_dataset(
-            config.data, options=config.read.options(), test_file=config.test_file, item_docs=config.item_docs
+            config.data,
+            options=config.read.options(),
+            test_file=config.test_file,
+            item_docs=config.item_docs,
+            item_docs_with_metadata=config.item_docs_with_metadata,
         )
     if config.rank_k > dataset.n_items:
         raise DeepMovieError(f"rank_k {config.rank_k:,}: more than the {dataset.n_items:,} items to rank")
@@ -212,9 +216,11 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
+    until: float | None = None,
 ) -> dict:
-    """Train and evaluate ``config`` on every fold of its split; write the run directory; the summary."""
-    return train(config, out, resume=resume, overwrite=overwrite, quiet=quiet).summary
+    """Train and evaluate ``config`` on every fold of its split; write the run directory; the summary.
+    Past ``until`` (a ``time.time()``) no epoch starts: each fit keeps its best epoch so far."""
+    return train(config, out, resume=resume, overwrite=overwrite, quiet=quiet, until=until).summary
 
 
 def train(
@@ -225,6 +231,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
+    until: float | None = None,
 ) -> Trained:
     """Train and evaluate ``config`` on every fold of its split (on ``dataset`` when given), keeping the
     models; with ``out``, write the run directory (claimed as :func:`deepmovie.rundir.claim_run` says:
@@ -248,7 +255,7 @@ def train(
         fold_dir = out if out is None or len(splits) == 1 else out / f"fold-{split.fold}"
         if writes:
             fold_dir.mkdir(parents=True, exist_ok=True)
-        model, record = _run_fold(config, dataset, split, device, fold_dir, resume, quiet)
+        model, record = _run_fold(config, dataset, split, device, fold_dir, resume, quiet, until)
         folds.append(TrainedFold(split, model, record))
         if writes:
             Artifacts.of(dataset, split).write_seen(fold_dir)
@@ -277,11 +284,14 @@ def _run_fold(
     fold_dir: Path | None,
     resume: bool,
     quiet: bool,
+    until: float | None = None,
 ) -> tuple[Model, dict[str, Any]]:
     began = time.perf_counter()
     model = build_model(config, dataset, split, device)
     judge = _evaluator(config, dataset, split.train)
-    fit = Trainer(fold_dir, quiet).fit(model, split.train, split.valid, judge, config.seed, resume)
+    fit = Trainer(fold_dir, quiet).fit(
+        model, split.train, split.valid, judge, config.seed, resume, until=until
+    )
     monitor = judge.monitor(model)[0]
     history = list(fit.history)
     # Every non-test row: the refit's data, and what rankings exclude (built once, only if needed).
@@ -299,7 +309,7 @@ def _run_fold(
         if refit_dir is not None and distributed.is_main():
             refit_dir.mkdir(exist_ok=True)
         empty = split.valid.subset(np.zeros(0, dtype=np.int64))
-        refit = Trainer(refit_dir, quiet).fit(model, seen, empty, judge, config.seed, resume)
+        refit = Trainer(refit_dir, quiet).fit(model, seen, empty, judge, config.seed, resume, until=until)
         history += [{**h, "phase": "refit"} for h in refit.history]
     fit_seconds = time.perf_counter() - began
     if model.task == "implicit":

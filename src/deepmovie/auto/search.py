@@ -376,7 +376,7 @@ def _finalists(search: Search, task: Task, state: dict, clock: Clock, out: Path)
         if epochs == 0:
             finals.append({"model": model, "skipped": f"needs about {cost[model]:.0f} s, {room:.0f} s left"})
             continue
-        finals.append(_train_finalist(search, model, task, state, out, epochs))
+        finals.append(_train_finalist(search, model, task, state, out, epochs, time.time() + room))
     if not any("run" in f for f in finals):  # none fits the time left: the quickest one, late
         model = min(ranked, key=lambda m: search.best(state, m).get("seconds") or 0.0)
         finals[:] = [f for f in finals if f["model"] != model]
@@ -405,7 +405,7 @@ def _train_twins(search: Search, members: list[dict[str, Any]], clock: Clock, ou
             config = search.config_of(search._candidate(m["model"]), m["params"]).model_copy(
                 update={"refit": True}
             )
-            run(config, folder, overwrite=True, quiet=search.quiet)
+            run(config, folder, overwrite=True, quiet=search.quiet, until=clock.deadline)
         m["twin"] = str(folder)
         m["twin_test_rmse"] = read_summary(folder).get("test_rmse")
 
@@ -422,17 +422,24 @@ def _epochs_that_fit(best: dict[str, Any], room: float) -> int | None:
 
 
 def _train_finalist(
-    search: Search, model: str, task: Task, state: dict, out: Path, epochs: int | None = None
+    search: Search,
+    model: str,
+    task: Task,
+    state: dict,
+    out: Path,
+    epochs: int | None = None,
+    until: float | None = None,
 ) -> dict[str, Any]:
     """Trained as its best trial was, for that trial's epochs (so its figure and time are the trial's),
-    or for ``epochs`` where the time left holds no more."""
+    or for ``epochs`` where the time left holds no more; its epochs slower than its trial's (a busy
+    machine) stop at ``until``."""
     best = search.best(state, model)
     params = {**best["params"], **({"epochs": epochs} if epochs else {})}
     folder = out / BEST if task == "ranking" else out / MEMBERS / model  # one ranker: the result
     summary = read_summary(folder) if (folder / SUMMARY).is_file() else None
     if summary is None:
         config = search.config_of(search._candidate(model), params)
-        summary = run(config, folder, overwrite=True, quiet=search.quiet)
+        summary = run(config, folder, overwrite=True, quiet=search.quiet, until=until)
     figures = ("test_rmse", "test_mae", "fit_seconds") + (("test_ndcg@10",) if task == "ranking" else ())
     trial_epochs = best.get("epochs") or 0
     cut = (

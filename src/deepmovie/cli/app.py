@@ -131,6 +131,13 @@ def train(
             help="item documents: an item_id::text file (ConvMF) or a movieId/source/text TSV (plots.tsv)"
         ),
     ] = None,
+    item_docs_with_metadata: Annotated[
+        bool | None,
+        typer.Option(
+            "--item-docs-with-metadata/--item-docs-only",
+            help="put each item's title, year, genres and tags before its --item-docs text, or not",
+        ),
+    ] = None,
     seed: Seed = None,
     config: ConfigFile = None,
     set_: Sets = None,
@@ -188,6 +195,7 @@ def train(
         "split": split,
         "test_file": test_file,
         "item_docs": item_docs,
+        "item_docs_with_metadata": item_docs_with_metadata,
         "seed": seed,
         "device": device,
         "valid_fraction": valid_fraction,

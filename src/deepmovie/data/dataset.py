@@ -147,10 +147,17 @@ class Dataset:
         scale: tuple[float, float] | RatingScale | None = None,
         test_file: str | Path | None = None,
         item_docs: str | Path | None = None,
+        item_docs_with_metadata: bool = False,
     ) -> Dataset:
         """:func:`load_dataset` with keyword options, so the three ways in sit side by side."""
         options = ReadOptions(sep, columns, header, encoding, _scale_of(scale, str(path)))
-        return load_dataset(path, options=options, test_file=test_file, item_docs=item_docs)
+        return load_dataset(
+            path,
+            options=options,
+            test_file=test_file,
+            item_docs=item_docs,
+            item_docs_with_metadata=item_docs_with_metadata,
+        )
 
 
 @dataclass(frozen=True)
@@ -170,8 +177,10 @@ def load_dataset(
     options: ReadOptions | None = None,
     test_file: str | Path | None = None,
     item_docs: str | Path | None = None,
+    item_docs_with_metadata: bool = False,
 ) -> Dataset:
-    """Resolve ``data`` and load it; with ``test_file``, its rows are kept apart as ``test_rows``."""
+    """Resolve ``data`` and load it; with ``test_file``, its rows are kept apart as ``test_rows``; with
+    ``item_docs``, items get their texts as documents (after the built ones: ``item_docs_with_metadata``)."""
     options = options or ReadOptions()
     folder, ratings_path, layout = _resolve(str(data))
     started = time.perf_counter()
@@ -204,7 +213,7 @@ def load_dataset(
     if item_docs is not None:
         if item_info is None:
             raise DeepMovieError(f"{item_docs}: item documents need item metadata, and {data} has none")
-        items_with_text = item_info.load_documents(Path(item_docs), item_ids)
+        items_with_text = item_info.load_documents(Path(item_docs), item_ids, item_docs_with_metadata)
         log.info("%s of %s items have text from %s", f"{items_with_text:,}", f"{len(item_ids):,}", item_docs)
     name = str(data) if str(data) in catalog.RELEASES else Path(data).name
     return Dataset(

@@ -84,18 +84,24 @@ class ItemInfo:
             parts.append("Tags: " + ", ".join(self.tags[item]) + ".")
         return " ".join(p for p in parts if p)
 
-    def load_documents(self, path: Path, item_ids: IdMap) -> int:
+    def load_documents(self, path: Path, item_ids: IdMap, with_metadata: bool = False) -> int:
         """Replace documents with the texts of a plot file; returns how many items got one.
 
         Two layouts: ConvMF's ``item_id::text`` lines, or a UTF-8 table whose header line is
         ``movieId<TAB>source<TAB>text``, one row per movie and source (``movie-text/plots.tsv``). Items the
         file gives no text keep the document built from their metadata; ids of items absent from the
-        ratings are skipped.
+        ratings are skipped. ``with_metadata`` puts the built document (title, year, genres, tags) before
+        each text: a plot rarely names its genres, which are what a cold item's rating follows most.
         """
         path = regular_file(Path(path))
-        if _is_plot_table(path):
-            return self._load_plot_table(path, item_ids)
-        given: set[int] = set()
+        texts = self._plot_table(path, item_ids) if _is_plot_table(path) else self._plot_lines(path, item_ids)
+        for item, text in texts.items():
+            self.documents[item] = f"{self.describe(item)} {text}" if with_metadata else text
+        return len(texts)
+
+    def _plot_lines(self, path: Path, item_ids: IdMap) -> dict[int, str]:
+        """ConvMF's ``item_id::text`` lines: the text of each item they name."""
+        given: dict[int, str] = {}
         # Lines as open() reads them: a plot's U+2028 or NEL (0x85 in Latin-1) does not end a line.
         for number, line in enumerate(io.StringIO(read_text(path), newline=None), start=1):
             if not line.strip():
@@ -105,13 +111,12 @@ class ItemInfo:
                 raise DeepMovieError(f"{where(path, number)}: expected 'item_id::text'")
             index = int(item_ids.index_of(np.array([raw_id.strip()]))[0])
             if index >= 0:
-                self.documents[index] = text.strip()
-                given.add(index)
+                given[index] = text.strip()
         if not given:
             raise DeepMovieError(f"{path}: no line names an item of this dataset")
-        return len(given)
+        return given
 
-    def _load_plot_table(self, path: Path, item_ids: IdMap) -> int:
+    def _plot_table(self, path: Path, item_ids: IdMap) -> dict[int, str]:
         """A movie's non-blank texts joined in the order of their source names (one source's rows in
         file order), so its document does not depend on how the table is sorted."""
         ids: list[str] = []
@@ -134,9 +139,10 @@ class ItemInfo:
                 texts.setdefault(item, []).append((source, text))
         if not texts:
             raise DeepMovieError(f"{path}: no row gives text to an item of this dataset")
-        for item, parts in texts.items():
-            self.documents[item] = " ".join(text for _, text in sorted(parts, key=lambda part: part[0]))
-        return len(texts)
+        return {
+            item: " ".join(text for _, text in sorted(parts, key=lambda part: part[0]))
+            for item, parts in texts.items()
+        }
 
 
 @dataclass

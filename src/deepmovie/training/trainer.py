@@ -62,9 +62,11 @@ class Trainer:
         seed: int,
         resume: bool = False,
         on_epoch: Callable[[int, float], None] | None = None,
+        until: float | None = None,
     ) -> FitResult:
         """Train until a stop rule fires. ``on_epoch(epoch, valid figure)`` runs after each epoch is
-        saved, so a tuner can prune a hopeless trial by raising from it."""
+        saved, so a tuner can prune a hopeless trial by raising from it; past ``until`` (a
+        ``time.time()``) no epoch starts, and the best one so far is kept, as early stopping would."""
         params = model.params
         model.prepare(train, seed)
         state = self._load(model) if resume else None
@@ -129,6 +131,8 @@ class Trainer:
                 previous = current
                 if change <= params.tol:
                     stop = f"relative parameter change {change:.2e} <= tol {params.tol:g}"
+            if stop is None and until is not None and time.time() >= until and epoch < params.epochs:
+                stop = "out of time"
             stop = distributed.broadcast_object(stop)
             if stop:
                 record["stopped"] = result.stopped_because = stop
