@@ -226,23 +226,6 @@ def test_a_fit_the_budget_cut_is_fitted_again_when_a_later_round_gives_it_longer
     assert fits == ["bias"]
 
 
-def test_searched_learning_rates_shrink_with_the_scale_as_the_starting_one_does(ratings, tmp_path):
-    """On 1..100 the space's lr 0.001..0.02 would diverge: a trial's lr is scaled as the default is."""
-    from deepmovie.auto import search as module
-
-    config = build_config({"model": "bias", "data": str(ratings)})
-    info = DataInfo(60, 50, None, 3.5)
-    wide = next(
-        c for c in candidates(small_profile(low=1, high=100), "rating", info)[0] if c.model == "biased-mf"
-    )
-    dataset, splits = prepare(config)
-    search = module.Search(config, tmp_path, [wide], 1, True, (dataset, splits[0]))
-    assert search.config_of(wide, {"lr": 0.01, "factors": 64}).params["lr"] == pytest.approx(0.01 / 24.75)
-    plain = next(c for c in candidates(small_profile(), "rating", info)[0] if c.model == "biased-mf")
-    assert search.config_of(plain, {"lr": 0.01}).params["lr"] == pytest.approx(0.01)
-    assert search.config_of(wide).params["lr"] == pytest.approx(0.005 / 24.75)
-
-
 def test_a_round_stops_when_the_finalists_need_the_rest_of_the_budget(ratings, tmp_path, monkeypatch):
     """A better (longer) trial found mid-round raises the finalists' reserve: the round's later
     candidates keep their earlier figures instead of eating the finalists' time."""

@@ -96,6 +96,17 @@ def test_the_first_trial_is_the_config_being_tuned(tuned):
     assert set(first.params) == {"factors", "lr", "reg_user", "reg_item", "reg_bias"}
 
 
+def test_learning_rates_scale_with_lr_scale_and_the_start_stays_the_config(tmp_path):
+    """auto on a 1..100 scale: the space's steps (made for 1..5 errors) shrink, or every trial diverges."""
+    config = tiny_config(tmp_path, epochs=2, lr=0.0005)  # 0.005 in the space's units at lr_scale 0.1
+    summary = tune(config, tmp_path / "out", 4, lr_scale=0.1)
+    trials = optuna.load_study(study_name=summary["study"], storage=summary["storage"]).trials
+    ran = [t.user_attrs["params"]["lr"] for t in trials]
+    assert ran[0] == pytest.approx(0.0005) and trials[0].params["lr"] == pytest.approx(0.005)
+    assert all(0.0001 - 1e-12 <= lr <= 0.002 + 1e-12 for lr in ran)  # the space's 0.001..0.02, times 0.1
+    assert all(r == pytest.approx(t.params["lr"] * 0.1) for r, t in zip(ran, trials, strict=True))
+
+
 def test_best_yaml_trains_as_is_and_reproduces_the_best_valid_figure(tuned, tmp_path):
     _, out, summary, _ = tuned
     result = deepmovie("train", "--config", out / "best.yaml", "--device", "cpu", "--out", tmp_path / "run")

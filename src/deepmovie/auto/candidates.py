@@ -32,7 +32,7 @@ class Candidate:
     model: str
     params: dict[str, Any] = field(default_factory=dict)  # on top of the model's defaults
     why: str = ""
-    lr_scale: float = 1.0  # SGD steps scaled to the rating scale: a searched lr is multiplied alike
+    lr_scale: float = 1.0  # SGD steps scaled to the rating scale: the search space's are multiplied alike
 
     @property
     def searchable(self) -> bool:

@@ -172,12 +172,9 @@ class Search:
         self._rows: dict[str, list[dict[str, Any]]] = {}  # each study's trials, read once per search
 
     def config_of(self, candidate: Candidate, params: dict[str, Any] | None = None) -> RunConfig:
-        """The run config of a candidate with a trial's (or a finalist's) searched settings."""
-        searched = dict(params or {})
-        if "lr" in searched:
-            searched["lr"] *= candidate.lr_scale
+        """The run config of a candidate with a trial's settings (as it ran: learning rates scaled)."""
         return self.config.model_copy(
-            update={"model": candidate.model, "params": {**candidate.params, **searched}}
+            update={"model": candidate.model, "params": {**candidate.params, **(params or {})}}
         )
 
     def run(self, state: dict, clock: Clock, save: Any, finalists: int) -> None:
@@ -248,6 +245,7 @@ class Search:
                 deadline=until,
                 quiet=self.quiet,
                 data=self.data if self.jobs == 1 else None,
+                lr_scale=candidate.lr_scale,
             )
         except DeepMovieError as exc:  # no trial finished in its slot: its epochs' figures still count
             state.setdefault("notes", {})[candidate.model] = str(exc)

@@ -59,6 +59,7 @@ def tune(
     overwrite: bool = False,
     quiet: bool = True,
     data: tuple[Dataset, Split] | None = None,
+    lr_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Run ``trials`` more trials of ``config.model``'s search space; write ``best.yaml`` and
     ``study.md`` to ``out``. Returns the study's summary (best value, params, trial counts).
@@ -67,7 +68,8 @@ def tune(
     deletes the other studies in its ``study.db`` and starts a study of another configuration afresh.
     ``timeout`` stops starting trials; ``deadline`` (a ``time.time()``) also cuts a running trial at its
     next epoch (pruned, its epochs' figures kept), so a time budget holds for slow trials too. ``data``
-    is ``config``'s (dataset, split) when the caller has it already."""
+    is ``config``'s (dataset, split) when the caller has it already. ``lr_scale`` multiplies the
+    space's learning rates, which are made for errors on a 1..5 scale (auto: 4 / the scale's width)."""
     space_of = get_space(config.model)  # an unknown model fails here, before any data is read
     if trials < 1 or jobs < 1:
         raise DeepMovieError(f"--trials {trials} and --jobs {jobs} must both be at least 1")
@@ -86,7 +88,7 @@ def tune(
     _verbosity(quiet)
     study = _open(config, study_name, storage, "maximize" if higher_is_better else "minimize", overwrite)
     done = len(study.trials)
-    if done == 0 and _enqueue_start(study, config, space_of) and jobs > 1:
+    if done == 0 and _enqueue_start(study, config, space_of, lr_scale) and jobs > 1:
         # Workers started together would race for the one enqueued trial (two may run it, and the
         # second to finish fails): it runs here first, then the workers share the rest.
         _optimize(
@@ -99,6 +101,7 @@ def tune(
             torch.get_num_threads(),
             config.seed,
             quiet,
+            lr_scale,
             (dataset, split),
         )
         trials, done = trials - 1, 1
@@ -115,6 +118,7 @@ def tune(
             threads,
             config.seed + 1000 * done + w,
             quiet,
+            lr_scale,
         )
         for w, n in enumerate(shares)
         if n
@@ -204,13 +208,15 @@ def _open(config: RunConfig, name: str, storage: str, direction: str, overwrite:
     return study
 
 
-def _enqueue_start(study: optuna.Study, config: RunConfig, space_of: Space) -> bool:
+def _enqueue_start(study: optuna.Study, config: RunConfig, space_of: Space, lr_scale: float = 1.0) -> bool:
     """Make trial 0 the config being tuned (its values of the searched parameters, where the space
     holds them), so a search started from a hand-tuned preset can only match or improve on it.
     Whether a trial was enqueued."""
     probe = optuna.create_study().ask()  # in memory: only to learn the space's names and ranges
     space_of(probe)
     base = config.model_params().model_dump()
+    if "lr" in base:
+        base["lr"] /= lr_scale  # in the space's units
     start = {
         name: base[name]
         for name, distribution in probe.distributions.items()
@@ -232,7 +238,8 @@ def _pruner() -> optuna.pruners.BasePruner:
 
 
 def _verbosity(quiet: bool) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING if quiet else optuna.logging.INFO)
+    """Quiet: not even a failed trial's traceback (the leaderboard and study report say why it failed)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR if quiet else optuna.logging.INFO)
 
 
 def _optimize(
@@ -245,6 +252,7 @@ def _optimize(
     threads: int,
     seed: int,
     quiet: bool,
+    lr_scale: float = 1.0,
     data: tuple[Dataset, Split] | None = None,
 ) -> None:
     """One worker: ``trials`` trials of the shared study (its own process unless ``data`` is given)."""
@@ -264,7 +272,10 @@ def _optimize(
     )
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**config.params, **space_of(trial)}
+        searched = space_of(trial)
+        if "lr" in searched:
+            searched["lr"] *= lr_scale
+        params = {**config.params, **searched}
         trial.set_user_attr("params", params)
 
         def report(epoch: int, score: float) -> None:
