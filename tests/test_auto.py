@@ -243,3 +243,18 @@ def test_a_round_stops_when_the_finalists_need_the_rest_of_the_budget(ratings, t
     monkeypatch.setattr(search, "reserve", lambda *args: 30.0 if len(turns) <= 3 else 10_000.0)
     search.run({}, clock, lambda: None, finalists=2)
     assert turns == ["bias", "pmf", "biased-mf", "bias"]
+
+
+def test_the_reserve_counts_every_finalist_not_only_the_last_rounds(ratings, tmp_path, monkeypatch):
+    """_finalists picks the best of all candidates: one dropped in round 1 may be among them, and its
+    time must be kept too, or the search eats it and the best model is skipped at the end."""
+    from deepmovie.auto import search as module
+
+    config = build_config({"model": "bias", "data": str(ratings)})
+    found = [module.Candidate(m) for m in ("bias", "pmf", "biased-mf")]
+    search = module.Search(config, tmp_path, found, 1, True, None)
+    figures = {"bias": (0.95, 1.0), "pmf": (0.90, 100.0), "biased-mf": (0.92, 2.0)}  # value, seconds
+    monkeypatch.setattr(search, "best", lambda state, m: {"value": figures[m][0], "seconds": figures[m][1]})
+    clock = module.Clock(time.time(), 1000.0, 0.0)  # its floor, 5% of the budget, is below the costs
+    kept = search.reserve({}, ["biased-mf", "bias"], 2, clock)  # pmf left in round 1, yet the best
+    assert kept == pytest.approx(module.MARGIN * module.FITS_PER_FINALIST * (100.0 + 2.0))

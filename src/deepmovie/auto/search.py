@@ -216,10 +216,14 @@ class Search:
 
     def reserve(self, state: dict, alive: list[str], finalists: int, clock: Clock) -> float:
         """Seconds kept for the finalists: a fixed share of the budget until their cost is known,
-        then what their best trials took, for a member and a refit twin each (with a margin)."""
+        then what their best trials took, for a member and a refit twin each (with a margin). The
+        finalists are the best of every candidate, as :func:`_finalists` picks them, not only of those
+        still ``alive``: one left behind in an early round may still rank among them."""
         budget = clock.deadline - clock.began + clock.spent_before
-        best = [self.best(state, m) for m in sorted(alive, key=lambda m: self.rank_key(state, m))]
-        best = [b for b in best[:finalists] if b is not None and b.get("seconds")]
+        ranked = sorted({c.model for c in self.found} | set(alive), key=lambda m: self.rank_key(state, m))
+        best = [self.best(state, m) for m in ranked]
+        best = [b for b in best if b is not None][:finalists]
+        best = [b for b in best if b.get("seconds")]
         if not best:
             return (1 - SEARCH_SHARE) * budget
         return max(FLOOR_SHARE * budget, MARGIN * FITS_PER_FINALIST * sum(b["seconds"] for b in best))
@@ -368,8 +372,11 @@ def _finalists(search: Search, task: Task, state: dict, clock: Clock, out: Path)
     for position, model in enumerate(ranked):
         if model in done:
             continue
-        # What this one may take: the time left, less what the finalists after it are expected to need.
+        # What this one may take: the time left, less what the finalists after it are expected to need;
+        # but a better one is not cut for worse ones: they give way.
         room = clock.left() - sum(cost[m] for m in ranked[position + 1 :])
+        if room < cost[model]:
+            room = min(clock.left(), cost[model])
         epochs = _epochs_that_fit(search.best(state, model), room)
         if epochs == 0:
             finals.append({"model": model, "skipped": f"needs about {cost[model]:.0f} s, {room:.0f} s left"})
