@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 
 from deepmovie import cli
+from deepmovie.config import build_config
+from deepmovie.data.interactions import Interactions
+from deepmovie.experiment import run
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -111,3 +114,19 @@ def write_movies(
         rows.append(f'{item},"{title(item)} ({1980 + item})",{names}')
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+def random_ratings(n_users: int, n_items: int, density: float, seed: int = 0) -> Interactions:
+    """Uniform 1..5 ratings in random cells: for a model's shapes and mechanics, nothing to learn."""
+    rng = np.random.default_rng(seed)
+    users, items = np.nonzero(rng.random((n_users, n_items)) < density)
+    values = rng.integers(1, 6, len(users)).astype(np.float32)
+    return Interactions(users.astype(np.int32), items.astype(np.int32), values, n_users, n_items)
+
+
+def fit_test_rmse(data: Path, model: str, params: dict) -> float:
+    """Train ``model`` on a ``random:0.2`` split of ``data``: its test RMSE, checked finite."""
+    config = build_config({"model": model, "data": str(data), "split": "random:0.2", "params": params})
+    summary = run(config, None, quiet=True)
+    assert np.isfinite(summary["test_rmse"])
+    return summary["test_rmse"]

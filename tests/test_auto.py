@@ -256,5 +256,5 @@ def test_the_reserve_counts_every_finalist_not_only_the_last_rounds(ratings, tmp
     figures = {"bias": (0.95, 1.0), "pmf": (0.90, 100.0), "biased-mf": (0.92, 2.0)}  # value, seconds
     monkeypatch.setattr(search, "best", lambda state, m: {"value": figures[m][0], "seconds": figures[m][1]})
     clock = module.Clock(time.time(), 1000.0, 0.0)  # its floor, 5% of the budget, is below the costs
-    kept = search.reserve({}, ["biased-mf", "bias"], 2, clock)  # pmf left in round 1, yet the best
+    kept = search.reserve({}, 2, clock)  # pmf, left behind in round 1 (alive: biased-mf, bias), is the best
     assert kept == pytest.approx(module.MARGIN * module.FITS_PER_FINALIST * (100.0 + 2.0))

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from conftest import write_ratings
+from conftest import fit_test_rmse, random_ratings, write_ratings
 from deepmovie.config import build_config
 from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.experiment import run
@@ -15,11 +15,8 @@ from deepmovie.models import MODELS, DataInfo
 from deepmovie.models.autoencoders.rows import SparseRows
 
 
-def ratings(n_users: int = 12, n_items: int = 9, density: float = 0.35, seed: int = 0) -> Interactions:
-    rng = np.random.default_rng(seed)
-    users, items = np.nonzero(rng.random((n_users, n_items)) < density)
-    values = rng.integers(1, 6, len(users)).astype(np.float32)
-    return Interactions(users.astype(np.int32), items.astype(np.int32), values, n_users, n_items)
+def ratings(seed: int = 0) -> Interactions:
+    return random_ratings(12, 9, 0.35, seed)
 
 
 def model(train: Interactions, **params):
@@ -122,14 +119,6 @@ def test_epoch_order_is_seeded_and_resumable():
 
 @pytest.mark.parametrize("based", ["item", "user"])
 def test_autorec_beats_the_bias_baseline(structured_csv, based):
-    def test_rmse(name, params):
-        config = build_config(
-            {"model": name, "data": str(structured_csv), "split": "random:0.2", "params": params}
-        )
-        summary = run(config, None, quiet=True)
-        assert np.isfinite(summary["test_rmse"])
-        return summary["test_rmse"]
-
     params = {
         "based": based,
         "hidden": 20,
@@ -139,7 +128,7 @@ def test_autorec_beats_the_bias_baseline(structured_csv, based):
         "batch_size": 16,
         "reg": 1.0,
     }
-    assert test_rmse("autorec", params) < test_rmse("bias", {})
+    assert fit_test_rmse(structured_csv, "autorec", params) < fit_test_rmse(structured_csv, "bias", {})
 
 
 def deep_model(name: str, train: Interactions, **params):

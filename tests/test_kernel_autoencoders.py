@@ -3,16 +3,13 @@ dense reference, GLocal-K's two stages, resume, memory refusals, and a fit that 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import write_ratings
-from deepmovie.config import build_config
+from conftest import fit_test_rmse, random_ratings, write_ratings
 from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.errors import DeepMovieError
 from deepmovie.evaluation import ColdFallback, Evaluator
-from deepmovie.experiment import run
 from deepmovie.models import MODELS, DataInfo
 from deepmovie.models.autoencoders.kernel import KernelNet, finite_support_kernel
 from deepmovie.rundir import CHECKPOINT
@@ -20,11 +17,8 @@ from deepmovie.training.checkpoint import load_weights
 from deepmovie.training.trainer import Trainer
 
 
-def ratings(n_users: int = 14, n_items: int = 11, density: float = 0.4, seed: int = 0) -> Interactions:
-    rng = np.random.default_rng(seed)
-    users, items = np.nonzero(rng.random((n_users, n_items)) < density)
-    values = rng.integers(1, 6, len(users)).astype(np.float32)
-    return Interactions(users.astype(np.int32), items.astype(np.int32), values, n_users, n_items)
+def ratings(seed: int = 0) -> Interactions:
+    return random_ratings(14, 11, 0.4, seed)
 
 
 def info_of(train: Interactions) -> DataInfo:
@@ -216,13 +210,6 @@ def structured_csv(tmp_path_factory):
     ("name", "extra"), [("sparse-fc", {}), ("glocal-k", {"pretrain_epochs": 6, "epochs": 12})]
 )
 def test_a_small_fit_beats_the_global_mean(structured_csv, name, extra):
-    def test_rmse(model_name, params):
-        config = build_config(
-            {"model": model_name, "data": str(structured_csv), "split": "random:0.2", "params": params}
-        )
-        summary = run(config, None, quiet=True)
-        assert np.isfinite(summary["test_rmse"])
-        return summary["test_rmse"]
-
     params = {"hidden": [24, 24], "lambda_2": 2.0, "lambda_s": 0.01, "epochs": 12, "patience": 0, **extra}
-    assert test_rmse(name, params) < test_rmse("global-mean", {}) - 0.05
+    global_mean = fit_test_rmse(structured_csv, "global-mean", {})
+    assert fit_test_rmse(structured_csv, name, params) < global_mean - 0.05

@@ -110,9 +110,8 @@ def candidates(
         except DeepMovieError as exc:
             skipped.append(f"{model}: {exc}")
             continue
-        if "lr" in params:  # _sgd scaled its steps to the rating scale; its searched ones follow
+        scaled = "lr" in params  # _sgd scaled its steps to the rating scale; its searched ones follow
+        if scaled:
             why += f"; learning rates / {profile.span:g} for the {profile.low:g}..{profile.high:g} scale"
-            chosen.append(Candidate(model, params, why, lr_scale=1 / profile.span))
-        else:
-            chosen.append(Candidate(model, params, why))
+        chosen.append(Candidate(model, params, why, lr_scale=1 / profile.span if scaled else 1.0))
     return chosen, skipped

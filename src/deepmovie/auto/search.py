@@ -185,7 +185,7 @@ class Search:
         if rounds:  # resumed: continue with the candidates the last finished round kept
             alive = rounds[-1]["kept"]
         for number in range(len(rounds), total):
-            search_end = clock.deadline - self.reserve(state, alive, finalists, clock)
+            search_end = clock.deadline - self.reserve(state, finalists, clock)
             now = time.time()
             if now >= search_end:
                 break
@@ -194,7 +194,7 @@ class Search:
             for position, model in enumerate(alive):
                 # The finalists' cost grows as better (often longer) trials are found: the round ends
                 # no later than the time they now need.
-                round_end = min(round_end, clock.deadline - self.reserve(state, alive, finalists, clock))
+                round_end = min(round_end, clock.deadline - self.reserve(state, finalists, clock))
                 left = round_end - time.time()
                 if left <= 0 and number > 0:  # the finalists' time: the rest keep their last round's figure
                     break
@@ -206,7 +206,7 @@ class Search:
             scored = sorted(alive, key=lambda m: self.rank_key(state, m))
             kept = scored[: max(2, math.ceil(len(alive) / 2))] if number < total - 1 else scored
             if number < total - 1:  # one epoch longer than its next share would only overrun the budget
-                share = (clock.deadline - self.reserve(state, kept, finalists, clock) - time.time()) / (
+                share = (clock.deadline - self.reserve(state, finalists, clock) - time.time()) / (
                     (total - number - 1) * len(kept)
                 )
                 kept = [m for m in kept if self.epoch_seconds(m, state) <= share] or kept[:1]
@@ -214,15 +214,17 @@ class Search:
             alive = kept
             save()
 
-    def reserve(self, state: dict, alive: list[str], finalists: int, clock: Clock) -> float:
+    def ranked_finalists(self, state: dict, count: int) -> list[str]:
+        """The ``count`` best candidates with a figure, best first, from every round (one left behind
+        early may still rank among them): whom :func:`_finalists` trains and the reserve is kept for."""
+        ranked = sorted((c.model for c in self.found), key=lambda m: self.rank_key(state, m))
+        return [m for m in ranked if self.best(state, m) is not None][:count]
+
+    def reserve(self, state: dict, finalists: int, clock: Clock) -> float:
         """Seconds kept for the finalists: a fixed share of the budget until their cost is known,
-        then what their best trials took, for a member and a refit twin each (with a margin). The
-        finalists are the best of every candidate, as :func:`_finalists` picks them, not only of those
-        still ``alive``: one left behind in an early round may still rank among them."""
+        then what their best trials took, for a member and a refit twin each (with a margin)."""
         budget = clock.deadline - clock.began + clock.spent_before
-        ranked = sorted({c.model for c in self.found} | set(alive), key=lambda m: self.rank_key(state, m))
-        best = [self.best(state, m) for m in ranked]
-        best = [b for b in best if b is not None][:finalists]
+        best = [self.best(state, m) for m in self.ranked_finalists(state, finalists)]
         best = [b for b in best if b.get("seconds")]
         if not best:
             return (1 - SEARCH_SHARE) * budget
@@ -362,8 +364,7 @@ def _trial_row(model: str, trial: optuna.trial.FrozenTrial, direction: str) -> d
 
 def _finalists(search: Search, task: Task, state: dict, clock: Clock, out: Path) -> list[dict[str, Any]]:
     """Train the best candidates once more with their best settings; those that fit in the time left."""
-    ranked = sorted((c.model for c in search.found), key=lambda m: search.rank_key(state, m))
-    ranked = [m for m in ranked if search.best(state, m) is not None][: MAX_FINALISTS[task]]
+    ranked = search.ranked_finalists(state, MAX_FINALISTS[task])
     if not ranked:
         raise DeepMovieError("no candidate finished a trial within the budget; give it more time (--budget)")
     finals = state.setdefault("finalists", [])

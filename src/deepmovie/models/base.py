@@ -122,11 +122,18 @@ class Model(torch.nn.Module):
         """Refuse, before allocating it, a working set over the budget (``memory_limit``: the run's
         --max-memory, set by the experiment; else 80% of the device's free memory), in one line naming
         both figures: EASE's item x item matrices, iALS's padded rows, Mult-VAE's logits."""
-        budget = memory_budget(self.device, self.memory_limit)
+        self.refuse_over_budget(need, what, self.device, self.memory_limit, hint)
+
+    @classmethod
+    def refuse_over_budget(
+        cls, need: int, what: str, device: torch.device, max_memory: int | None, hint: str = ""
+    ) -> None:
+        """``require_memory``'s check and message, for a class sizing its working set before it is built."""
+        budget = memory_budget(device, max_memory)
         if budget is not None and need > budget[0]:
             limit, source = budget
             raise DeepMovieError(
-                f"{self.name}: {what} need {format_size(need)}, over the {format_size(limit)} limit "
+                f"{cls.name}: {what} need {format_size(need)}, over the {format_size(limit)} limit "
                 f"({source}){hint}"
             )
 

@@ -21,7 +21,6 @@ from pydantic import Field
 
 from deepmovie.data.interactions import Interactions
 from deepmovie.errors import DeepMovieError
-from deepmovie.machine import format_size, memory_budget
 from deepmovie.models.autoencoders.kernel import KernelNet, lbfgs_epoch
 from deepmovie.models.base import VALUE_BYTES, DataInfo, FoldInUnsupported, Model, ModelParams
 from deepmovie.models.registry import MODELS
@@ -84,13 +83,7 @@ class SparseFC(Model):
         with torch.device("meta"):
             shape = cls(params, info)
         need, what = shape.working_set(use)
-        budget = memory_budget(device or torch.device("cpu"), max_memory)
-        if budget is not None and need > budget[0]:
-            limit, source = budget
-            raise DeepMovieError(
-                f"{cls.name}: {what} need {format_size(need)}, over the {format_size(limit)} limit "
-                f"({source}){MEMORY_HINT}"
-            )
+        cls.refuse_over_budget(need, what, device or torch.device("cpu"), max_memory, MEMORY_HINT)
 
     def working_set(self, use: Literal["train", "serve"]) -> tuple[int, str]:
         """(bytes, what they hold) of training or predicting: dense matrices, activations, L-BFGS."""
