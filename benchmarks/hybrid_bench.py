@@ -119,6 +119,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40, help="max iterations per cell")
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="hybrid parameter key=value (JSON)")
+    parser.add_argument(
+        "--shared-set",
+        action="append",
+        default=[],
+        help="parameter key=value (JSON) of pmf and every hybrid, e.g. biases=true",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="cells trained at once")
     parser.add_argument("--work", type=Path, default=Path("runs/hybrid-bench"), help="run directories")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hybrid-ml-1m.md"))
@@ -128,12 +134,13 @@ def main() -> None:
     hybrid_grid = [float(r) for r in args.hybrid_reg.split(",")]
     encoders = args.encoders.split(",")
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    both = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.shared_set)}
     base = {
         "data": args.data,
         "split": args.split,
         "item_docs": args.item_docs,
         "item_docs_with_metadata": args.with_metadata,
-        "params": {"factors": args.factors, "epochs": args.epochs, "patience": args.patience},
+        "params": {"factors": args.factors, "epochs": args.epochs, "patience": args.patience, **both},
     }
     work = args.work / Path(args.data).name / args.split
 
@@ -232,7 +239,8 @@ def report(args, results, buckets, began, plot: Path, data: str) -> list[str]:
         "at once; the machine was shared with other work, so seconds are indicative",
         f"- data: {data}",
         f"- documents: {documents}",
-        f"- {args.factors} factors; at most {args.epochs} iterations, patience {args.patience}; lambda "
+        f"- {args.factors} factors{''.join(f'; {s}' for s in args.shared_set)}; at most {args.epochs} "
+        f"iterations, patience {args.patience}; lambda "
         f"grids {args.reg} (PMF: lambda_U = lambda_V) and {args.hybrid_reg} (hybrids: PMF's lambda_U, own "
         "lambda_V) chosen on validation RMSE; test RMSE at the best-validation iteration, scored once",
         "",

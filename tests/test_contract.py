@@ -18,9 +18,11 @@ from deepmovie.models.hybrid.encoders import ENCODERS
 from deepmovie.recommender import UnknownIdError
 
 N_USERS, N_ITEMS = 24, 30
-CASES = [(name, {}) for name in MODELS if name != "hybrid"] + [
-    ("hybrid", {"encoder": encoder}) for encoder in ENCODERS
-]
+CASES = (
+    [(name, {}) for name in MODELS if name != "hybrid"]
+    + [("hybrid", {"encoder": encoder}) for encoder in ENCODERS]
+    + [("hybrid", {"encoder": "cnn", "biases": True})]  # biased ALS: the biases reach serving
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def data(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[f"{m}-{p['encoder']}" if p else m for m, p in CASES])
+@pytest.fixture(scope="module", params=CASES, ids=["-".join([m, *map(str, p.values())]) for m, p in CASES])
 def trained(request, data, tmp_path_factory):
     """(recommender fitted in memory, the same saved and loaded) for one model: two epochs, CPU."""
     name, params = request.param

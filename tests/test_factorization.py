@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from conftest import write_ratings
+from conftest import fit_test_rmse, write_ratings
 from deepmovie.config import build_config
 from deepmovie.data.interactions import Interactions, RatingScale
 from deepmovie.errors import DeepMovieError
@@ -34,32 +34,87 @@ def random_matrix(n_rows: int, n_cols: int, density: float, seed: int = 0) -> sp
 
 @pytest.mark.parametrize("reg_by_count", [False, True])
 @pytest.mark.parametrize("with_center", [False, True])
-def test_batched_solve_matches_row_by_row_ridge(reg_by_count, with_center):
+@pytest.mark.parametrize("biased", [False, True])
+def test_batched_solve_matches_row_by_row_ridge(reg_by_count, with_center, biased):
     matrix = random_matrix(50, 30, 0.2)
     matrix.data[matrix.indptr[3] : matrix.indptr[4]] = 0  # a row with no ratings
     matrix.eliminate_zeros()
     fixed = torch.randn(30, 4, dtype=torch.float64)
     center = torch.randn(50, 4, dtype=torch.float64) if with_center else None
     out = torch.zeros(50, 4, dtype=torch.float64)
+    fixed_bias = torch.randn(30, dtype=torch.float64) if biased else None
+    out_bias = torch.full((50,), 9.0, dtype=torch.float64) if biased else None
     padded = PaddedRows.from_csr(matrix, matrix.data, torch.device("cpu"), budget=64)
     assert len(padded.chunks) > 3  # several chunks of different lengths
-    loss = solve_rows(padded, fixed, out, reg=0.7, center=center, reg_by_count=reg_by_count)
+    loss = solve_rows(
+        padded,
+        fixed,
+        out,
+        reg=0.7,
+        center=center,
+        reg_by_count=reg_by_count,
+        fixed_bias=fixed_bias,
+        out_bias=out_bias,
+        reg_bias=0.3,
+    )
     expected_loss = 0.0
     for row in range(50):
         cols = matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]]
         values = torch.as_tensor(
             matrix.data[matrix.indptr[row] : matrix.indptr[row + 1]], dtype=torch.float64
         )
-        y = fixed[cols]
-        lam = 0.7 * (len(cols) if reg_by_count else 1)
-        rhs = y.T @ values + (lam * center[row] if with_center else 0)
+        y, penalty, prior = fixed[cols], [0.7] * 4, center[row] if with_center else torch.zeros(4)
+        if biased:  # the row's bias: one more column of ones, its own penalty, a prior of 0
+            values = values - fixed_bias[cols]
+            y = torch.cat([y, torch.ones(len(cols), 1, dtype=torch.float64)], 1)
+            penalty, prior = [*penalty, 0.3], torch.cat([prior, torch.zeros(1)])
+        lam = torch.tensor(penalty, dtype=torch.float64) * (len(cols) if reg_by_count else 1)
         if len(cols) == 0:
-            expected = center[row] if with_center else torch.zeros(4, dtype=torch.float64)
+            expected = prior.double()
         else:
-            expected = torch.linalg.solve(y.T @ y + lam * torch.eye(4, dtype=torch.float64), rhs)
+            rhs = y.T @ values + lam * prior.double()
+            expected = torch.linalg.solve(y.T @ y + torch.diag(lam), rhs)
             expected_loss += float(((values - y @ expected) ** 2).sum())
-        torch.testing.assert_close(out[row], expected)
+        torch.testing.assert_close(out[row], expected[:4])
+        if biased:
+            torch.testing.assert_close(out_bias[row], expected[4])
     assert loss == pytest.approx(expected_loss)
+
+
+def test_biased_pmf_fold_in_of_a_training_users_history_is_their_trained_vector(low_rank_csv):
+    config = build_config(
+        {
+            "model": "pmf",
+            "data": str(low_rank_csv),
+            "params": {"factors": 4, "epochs": 3, "patience": 0, "biases": True, "reg_bias": 0.2},
+        }
+    )
+    dataset, splits = prepare(config)
+    train = splits[0].train
+    model = build_model(config, dataset, splits[0], torch.device("cpu"))
+    model.prepare(train, seed=0)
+    for epoch in (1, 2):
+        model.train_epoch(epoch)
+    model.sweep_users()  # the user side is now the exact solve given the items
+    factors = model.factors()
+    assert np.abs(factors.item_bias).max() > 0.05 and np.abs(factors.user_bias).max() > 0.05
+    for user in (0, 7):
+        mine = train.users == user
+        vector, bias = factors.fold_in(train.items[mine], train.ratings[mine])
+        np.testing.assert_allclose(vector, factors.user_vectors[user], rtol=1e-3, atol=1e-4)
+        assert bias == pytest.approx(factors.user_bias[user], abs=1e-4)
+
+
+def test_biases_help_pmf_on_data_with_strong_biases(tmp_path):
+    rng = np.random.default_rng(0)
+    users, items = np.nonzero(rng.random((120, 80)) < 0.3)
+    ratings = np.clip(np.rint(3 + rng.normal(0, 0.8, 120)[users] + rng.normal(0, 0.8, 80)[items]), 1, 5)
+    path = tmp_path / "biased.csv"
+    rows = [f"{u},{i},{r:g}" for u, i, r in zip(users, items, ratings, strict=True)]
+    path.write_text("userId,movieId,rating\n" + "\n".join(rows) + "\n")
+    params = {"factors": 4, "epochs": 10, "reg_user": 0.1, "reg_item": 0.1}
+    plain = fit_test_rmse(path, "pmf", params)
+    assert fit_test_rmse(path, "pmf", {**params, "biases": True}) < plain - 0.02
 
 
 def info(n_users=20, n_items=15) -> DataInfo:

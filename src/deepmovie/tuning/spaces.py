@@ -69,10 +69,12 @@ def _svdpp(trial: optuna.Trial) -> dict[str, Any]:
 
 @space("pmf")
 def _pmf(trial: optuna.Trial) -> dict[str, Any]:
+    biased = trial.suggest_categorical("biases", [False, True])
     return {
         "factors": trial.suggest_int("factors", 8, 128, log=True),
         "reg_user": _log(trial, "reg_user", 0.01, 1.0),
         "reg_item": _log(trial, "reg_item", 0.01, 1.0),
+        **({"biases": True, "reg_bias": _log(trial, "reg_bias", 0.001, 1.0)} if biased else {}),
     }
 
 

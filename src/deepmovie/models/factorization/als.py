@@ -102,40 +102,61 @@ def solve_rows(
     reg: float,
     center: torch.Tensor | None = None,
     reg_by_count: bool = False,
+    fixed_bias: torch.Tensor | None = None,
+    out_bias: torch.Tensor | None = None,
+    reg_bias: float = 0.0,
 ) -> float:
     """Overwrite ``out`` with the ridge solution of every row; rows with no rating get ``center`` (or 0).
 
     Returns the sum of squared residuals of the fitted ratings (the training loss, for free).
 
     ``center`` is the prior mean the ridge pulls toward (the hybrid's encoder output); with
-    ``reg_by_count`` the ridge weight is ``reg * n_ratings`` (ALS-WR).
+    ``reg_by_count`` the ridge weight is ``reg * n_ratings`` (ALS-WR). Biased ALS: ``fixed_bias`` (the
+    fixed side's biases) is taken off each rating, and ``out_bias`` is solved with the vector as one
+    more column of ones, with ridge weight ``reg_bias`` (scaled by the count as ``reg`` is).
     """
     k = fixed.shape[1]
-    eye = torch.eye(k, device=fixed.device, dtype=fixed.dtype)
+    width = k + (out_bias is not None)
+    eye = torch.eye(width, device=fixed.device, dtype=fixed.dtype)
     squared_error = torch.zeros((), device=fixed.device, dtype=torch.float64)
     if center is None:
         out.zero_()
     else:
         out.copy_(center)
+    if out_bias is not None:
+        out_bias.zero_()
     for chunk in padded.chunks:
+        mask = chunk.mask.to(fixed.dtype)
         values = chunk.values.to(fixed.dtype)
-        gathered = fixed[chunk.cols] * chunk.mask.to(fixed.dtype)[..., None]  # (B, L, k)
-        gram = torch.bmm(gathered.transpose(1, 2), gathered)  # (B, k, k)
-        rhs = torch.bmm(gathered.transpose(1, 2), values[..., None])[..., 0]  # (B, k)
-        weight = torch.full((len(chunk.rows),), reg, device=fixed.device, dtype=fixed.dtype)
+        if fixed_bias is not None:
+            values = values - fixed_bias[chunk.cols] * mask
+        gathered = fixed[chunk.cols] * mask[..., None]  # (B, L, k)
+        if out_bias is not None:
+            gathered = torch.cat([gathered, mask[..., None]], -1)  # (B, L, k + 1)
+        gram = torch.bmm(gathered.transpose(1, 2), gathered)  # (B, width, width)
+        rhs = torch.bmm(gathered.transpose(1, 2), values[..., None])[..., 0]  # (B, width)
+        scale = torch.ones(len(chunk.rows), 1, device=fixed.device, dtype=fixed.dtype)
         if reg_by_count:
-            weight = weight * padded.counts[chunk.rows].to(fixed.dtype)
-        gram = gram + weight[:, None, None] * eye
+            scale = scale * padded.counts[chunk.rows, None].to(fixed.dtype)
+        ridge = scale * torch.tensor(
+            [reg] * k + [reg_bias] * (width - k), device=fixed.device, dtype=fixed.dtype
+        )
+        weight = ridge[:, 0]  # the vector's (the prior's) weight
+        gram = gram + ridge[..., None] * eye
         if center is not None:
-            rhs = rhs + weight[:, None] * center[chunk.rows]
+            rhs[:, :k] += weight[:, None] * center[chunk.rows]
         factor, info = torch.linalg.cholesky_ex(gram)
         if bool(info.any()):  # numerically indefinite: fall back to a general solve
             solution = torch.linalg.solve(gram, rhs)
         else:
             solution = torch.cholesky_solve(rhs[..., None], factor)[..., 0]
-        out[chunk.rows] = solution
+        out[chunk.rows] = solution[:, :k]
+        if out_bias is not None:
+            out_bias[chunk.rows] = solution[:, k]
         residual = values - torch.bmm(gathered, solution[..., None])[..., 0]
         squared_error += (residual * residual).sum()
     if padded.owners is not None:
         distributed.all_gather_rows(out, padded.owners)
+        if out_bias is not None:
+            distributed.all_gather_rows(out_bias[:, None], padded.owners)
     return float(distributed.all_reduce_sum(squared_error))

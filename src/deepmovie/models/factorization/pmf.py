@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -22,6 +24,8 @@ class PMFParams(ModelParams):
     reg_item: float = Field(0.1, gt=0, description="lambda_V")
     reg_by_count: bool = Field(True, description="scale lambda by each row's rating count (ALS-WR)")
     center: bool = Field(True, description="factorize ratings minus the training mean")
+    biases: bool = Field(False, description="solve a bias per user and per item with the factors")
+    reg_bias: float = Field(0.1, ge=0, description="ridge weight of each bias (scaled as the others)")
     init_std: float = Field(0.1, gt=0)
     solve_budget: int = Field(1 << 20, ge=1024, description="padded ratings per batched solve (memory)")
 
@@ -38,6 +42,9 @@ class PMF(Model):
         self.register_buffer("user_factors", torch.randn(info.n_users, params.factors) * params.init_std)
         self.register_buffer("item_factors", torch.randn(info.n_items, params.factors) * params.init_std)
         self.register_buffer("mean", torch.tensor(info.global_mean if params.center else 0.0))
+        if params.biases:
+            self.register_buffer("user_bias", torch.zeros(info.n_users))
+            self.register_buffer("item_bias", torch.zeros(info.n_items))
 
     def prepare(self, train: Interactions, seed: int) -> None:
         device = self.device
@@ -62,6 +69,7 @@ class PMF(Model):
             self.user_factors,
             self.params.reg_user,
             reg_by_count=self.params.reg_by_count,
+            **self._bias_terms(self.item_bias, self.user_bias) if self.params.biases else {},
         )
 
     def sweep_items(self, prior: torch.Tensor | None = None) -> float:
@@ -76,20 +84,28 @@ class PMF(Model):
             self.params.reg_item,
             center=prior,
             reg_by_count=self.params.reg_by_count,
+            **self._bias_terms(self.user_bias, self.item_bias) if self.params.biases else {},
         )
 
+    def _bias_terms(self, fixed: torch.Tensor, out: torch.Tensor) -> dict[str, Any]:
+        return {"fixed_bias": fixed, "out_bias": out, "reg_bias": self.params.reg_bias}
+
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.mean + (self.user_factors[users] * self.item_factors[items]).sum(-1)
+        dots = (self.user_factors[users] * self.item_factors[items]).sum(-1)
+        if self.params.biases:
+            return self.mean + self.user_bias[users] + self.item_bias[items] + dots
+        return self.mean + dots
 
     def factors(self) -> Factors:
         n_users, n_items = self.info.n_users, self.info.n_items
+        biased = self.params.biases
         return Factors(
             float(self.mean),
             to_numpy(self.user_factors),
-            np.zeros(n_users, np.float32),
+            to_numpy(self.user_bias) if biased else np.zeros(n_users, np.float32),
             to_numpy(self.item_factors),
-            np.zeros(n_items, np.float32),
+            to_numpy(self.item_bias) if biased else np.zeros(n_items, np.float32),
             self.params.reg_user,
-            None,
+            self.params.reg_bias if biased else None,
             self.params.reg_by_count,
         )
