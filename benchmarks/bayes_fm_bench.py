@@ -1,8 +1,9 @@
-"""Bayesian FM on ML-100K fold u1: deepmovie's ``bayes-fm`` against myfm (Ohtsuki's Gibbs-sampled FM).
+"""Bayesian FM against myfm (Ohtsuki's Gibbs-sampled FM), on ML-100K fold u1 or any split.
 
-Both train on u1.base and are tested once on u1.test, with the same features, rank, sweeps, burn-in and
-kept draws, and are scored by one function: test rows whose user or item has no training rating get
-deepmovie's bias fallback, and predictions are clipped to 1..5. Settings:
+Both train on the split's whole training part (u1.base) and are tested once on its test rows, with the
+same features, rank, sweeps, burn-in and kept draws, and are scored by one function: test rows whose
+user or item has no training rating get deepmovie's bias fallback, and predictions are clipped to 1..5.
+Settings:
 
 * ``user+item``: one-hot user and item (Bayesian biased MF);
 * ``+implicit+flipped``: also the items each user rated and the users who rated each item, weighted
@@ -16,6 +17,8 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bayes_fm_bench.py --data ../shared/data/ml-100k \
         --out benchmarks/results/bayes-fm-ml-100k.md
+    OMP_NUM_THREADS=1 python benchmarks/bayes_fm_bench.py --data ../shared/data/ml-1m --split random:0.1 \
+        --samples 100 --burn-in 20 --out benchmarks/results/bayes-fm-ml-1m.md
 """
 
 from __future__ import annotations
@@ -59,14 +62,16 @@ def score(predicted: np.ndarray, split: Split, fallback: ColdFallback) -> float:
     return float(np.sqrt(np.mean((predicted - split.test.ratings) ** 2)))
 
 
-def run_deepmovie(data: Path, params: dict[str, Any], seed: int) -> tuple[float, float, int, Split]:
+def run_deepmovie(
+    data: Path, split_name: str, params: dict[str, Any], seed: int
+) -> tuple[float, float, int, Split]:
     """(test RMSE, seconds to fit and predict, batched draws per sweep, the split) of bayes-fm trained
-    on all of u1.base."""
+    on the split's whole training part."""
     config = build_config(
         {
             "model": "bayes-fm",
             "data": str(data),
-            "split": "fold:u1",
+            "split": split_name,
             "valid_fraction": 0.0,
             "seed": seed,
             "params": params,
@@ -155,6 +160,7 @@ def _pairs(rows: Interactions) -> sp.csr_matrix:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ml-100k"))
+    parser.add_argument("--split", default="fold:u1")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--dim", type=int, default=10)
     parser.add_argument("--samples", type=int, default=200)
@@ -171,7 +177,8 @@ def main() -> None:
     common["init_std"] = args.init_std
     rows = []
     for setting in args.settings:
-        rmse, seconds, steps, split = run_deepmovie(args.data, {**common, **SETTINGS[setting]}, args.seed)
+        params = {**common, **SETTINGS[setting]}
+        rmse, seconds, steps, split = run_deepmovie(args.data, args.split, params, args.seed)
         rows.append(
             f"| {setting} | deepmovie bayes-fm | {rmse:.4f} | {seconds:.1f} | {seconds / args.samples:.3f} "
             f"| {steps:,} |"
@@ -190,18 +197,20 @@ def main() -> None:
         .sum()
     )
     lines = [
-        "# Bayesian factorization machines on ML-100K fold u1: bayes-fm and myfm",
+        f"# Bayesian factorization machines on {args.data.name} `{args.split}`: bayes-fm and myfm",
         "",
         f"- command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python "
-        f"benchmarks/bayes_fm_bench.py --data {args.data} --out {args.out} --dim {args.dim} "
+        f"benchmarks/bayes_fm_bench.py --data {args.data} --split {args.split} --out {args.out} "
+        f"--dim {args.dim} "
         f"--samples {args.samples} --burn-in {args.burn_in} --init-std {args.init_std} --seed {args.seed} "
         f"--settings {' '.join(repr(s) for s in args.settings)}`",
         f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {machine.describe()}",
         f"- load average at start: {load}; at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         f"- both: rank {args.dim}, {args.samples} Gibbs sweeps, the last {kept} averaged, initial factor std "
-        f"{args.init_std}, seed {args.seed}; train u1.base ({len(split.train):,} rows), test u1.test "
-        f"({len(split.test):,} rows, {cold} cold: bias fallback for both)",
+        f"{args.init_std}, seed {args.seed}; train: the split's whole training part "
+        f"({len(split.train):,} rows); test: its {len(split.test):,} test rows ({cold} cold: bias fallback "
+        "for both)",
         "- seconds: fit plus test predictions, one thread" + ("" if myfm else "; myfm is not installed here"),
         "",
         "| features | implementation | test RMSE | seconds | s/sweep | sequential draws/sweep |",
