@@ -31,7 +31,7 @@ from common import write_report
 from deepmovie import machine
 from deepmovie.bench.runner import train_or_reuse
 from deepmovie.blend import Run, run_predictions
-from deepmovie.config import build_config
+from deepmovie.config import build_config, parse_assignments
 from deepmovie.experiment import prepare
 from deepmovie.metrics import rmse
 from deepmovie.models.hybrid.encoders import ENCODERS
@@ -118,12 +118,12 @@ def main() -> None:
     parser.add_argument("--encoders", default=",".join(ENCODERS))
     parser.add_argument("--epochs", type=int, default=40, help="max iterations per cell")
     parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--set", action="append", default=[], help="hybrid parameter key=value (JSON)")
+    parser.add_argument("--set", action="append", default=[], help="hybrid parameter key=value")
     parser.add_argument(
         "--shared-set",
         action="append",
         default=[],
-        help="parameter key=value (JSON) of pmf and every hybrid, e.g. biases=true",
+        help="parameter key=value of pmf and every hybrid, e.g. biases=true",
     )
     parser.add_argument("--jobs", type=int, default=2, help="cells trained at once")
     parser.add_argument("--work", type=Path, default=Path("runs/hybrid-bench"), help="run directories")
@@ -133,8 +133,7 @@ def main() -> None:
     grid = [float(r) for r in args.reg.split(",")]
     hybrid_grid = [float(r) for r in args.hybrid_reg.split(",")]
     encoders = args.encoders.split(",")
-    extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    both = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.shared_set)}
+    extra, both = parse_assignments(args.set), parse_assignments(args.shared_set)
     base = {
         "data": args.data,
         "split": args.split,

@@ -166,13 +166,9 @@ def low_rank_csv(tmp_path_factory):
     ],
 )
 def test_models_beat_both_baselines_on_low_rank_data(low_rank_csv, model, params):
-    def fit(name, p):
-        config = build_config({"model": name, "data": str(low_rank_csv), "split": "random:0.2", "params": p})
-        return run(config, None, quiet=True)["test_rmse"]
-
-    bias = fit("bias", {})
-    assert fit("global-mean", {}) > bias
-    assert fit(model, params) < bias - 0.05
+    bias = fit_test_rmse(low_rank_csv, "bias", {})
+    assert fit_test_rmse(low_rank_csv, "global-mean", {}) > bias
+    assert fit_test_rmse(low_rank_csv, model, params) < bias - 0.05
 
 
 def test_pmf_sweeps_decrease_the_training_objective(low_rank_csv):

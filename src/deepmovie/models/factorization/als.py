@@ -116,8 +116,6 @@ def solve_rows(
     more column of ones, with ridge weight ``reg_bias`` (scaled by the count as ``reg`` is).
     """
     k = fixed.shape[1]
-    width = k + (out_bias is not None)
-    eye = torch.eye(width, device=fixed.device, dtype=fixed.dtype)
     squared_error = torch.zeros((), device=fixed.device, dtype=torch.float64)
     if center is None:
         out.zero_()
@@ -133,16 +131,14 @@ def solve_rows(
         gathered = fixed[chunk.cols] * mask[..., None]  # (B, L, k)
         if out_bias is not None:
             gathered = torch.cat([gathered, mask[..., None]], -1)  # (B, L, k + 1)
-        gram = torch.bmm(gathered.transpose(1, 2), gathered)  # (B, width, width)
-        rhs = torch.bmm(gathered.transpose(1, 2), values[..., None])[..., 0]  # (B, width)
-        scale = torch.ones(len(chunk.rows), 1, device=fixed.device, dtype=fixed.dtype)
-        if reg_by_count:
-            scale = scale * padded.counts[chunk.rows, None].to(fixed.dtype)
-        ridge = scale * torch.tensor(
-            [reg] * k + [reg_bias] * (width - k), device=fixed.device, dtype=fixed.dtype
-        )
-        weight = ridge[:, 0]  # the vector's (the prior's) weight
-        gram = gram + ridge[..., None] * eye
+        gram = torch.bmm(gathered.transpose(1, 2), gathered)  # (B, k [+ 1], k [+ 1])
+        rhs = torch.bmm(gathered.transpose(1, 2), values[..., None])[..., 0]  # (B, k [+ 1])
+        count = padded.counts[chunk.rows].to(fixed.dtype) if reg_by_count else torch.ones_like(gram[:, 0, 0])
+        weight = reg * count  # the vector's ridge, and the prior's pull
+        diagonal = gram.diagonal(dim1=1, dim2=2)
+        diagonal[:, :k] += weight[:, None]
+        if out_bias is not None:
+            diagonal[:, k] += reg_bias * count
         if center is not None:
             rhs[:, :k] += weight[:, None] * center[chunk.rows]
         factor, info = torch.linalg.cholesky_ex(gram)
