@@ -6,7 +6,9 @@ best-validation iteration, scored once). PMF's lambda_U = lambda_V is chosen on 
 report adds the RMSE by item popularity (training ratings per item) of PMF and of each hybrid, as a
 table and a plot, and with ``--item-docs`` the RMSE on items with a text of their own and on the others:
 where does the text help? ``--split cold-items:F:V`` scores items with no training rating (their
-validation items are cold too, so early stopping judges the text alone). Usage::
+validation items are cold too, so early stopping judges the text alone). With ``--refit`` each cell
+also retrains on train + valid for its best iteration count, and the report gives both test RMSEs (the
+breakdowns are then the refit twins'). Usage::
 
     python benchmarks/hybrid_bench.py --data ../shared/data/ml-1m --split convmf \\
         --out benchmarks/results/hybrid-ml-1m.md
@@ -125,6 +127,13 @@ def main() -> None:
         default=[],
         help="parameter key=value of pmf and every hybrid, e.g. biases=true",
     )
+    parser.add_argument(
+        "--encoder-set",
+        action="append",
+        default=[],
+        help="ENCODER:key=value, a hybrid parameter of one encoder only (over --set)",
+    )
+    parser.add_argument("--refit", action="store_true", help="also retrain each cell on train + valid")
     parser.add_argument("--jobs", type=int, default=2, help="cells trained at once")
     parser.add_argument("--work", type=Path, default=Path("runs/hybrid-bench"), help="run directories")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hybrid-ml-1m.md"))
@@ -134,14 +143,19 @@ def main() -> None:
     hybrid_grid = [float(r) for r in args.hybrid_reg.split(",")]
     encoders = args.encoders.split(",")
     extra, both = parse_assignments(args.set), parse_assignments(args.shared_set)
+    own = {
+        e: parse_assignments([a.split(":", 1)[1] for a in args.encoder_set if a.split(":", 1)[0] == e])
+        for e in encoders
+    }
     base = {
+        "refit": args.refit,
         "data": args.data,
         "split": args.split,
         "item_docs": args.item_docs,
         "item_docs_with_metadata": args.with_metadata,
         "params": {"factors": args.factors, "epochs": args.epochs, "patience": args.patience, **both},
     }
-    work = args.work / Path(args.data).name / args.split
+    work = args.work / Path(args.data).name / args.split / ("refit" if args.refit else "")
 
     def cell(model: str, params: dict) -> tuple[dict, str]:
         shared = {} if model == "bias" else base["params"]
@@ -162,7 +176,15 @@ def main() -> None:
         reg_user = pmf_cell[0]["params"]["reg_user"]
         hybrid_cells = {
             e: [
-                cell("hybrid", {"encoder": e, "reg_user": reg_user, "reg_item": r, **settings_for(e, extra)})
+                cell(
+                    "hybrid",
+                    {
+                        "encoder": e,
+                        "reg_user": reg_user,
+                        "reg_item": r,
+                        **settings_for(e, {**extra, **own[e]}),
+                    },
+                )
                 for r in hybrid_grid
             ]
             for e in encoders
@@ -189,7 +211,8 @@ def main() -> None:
         (_, with_text_rows), (_, built_rows) = by_text["pmf"]
         lines += [
             "",
-            "## Test RMSE by document: the item's own text, or one built from its metadata",
+            "## Test RMSE by document: the item's own text, or one built from its metadata"
+            + (", of the refit twins" if args.refit else ""),
             "",
             f"| model | own text ({with_text_rows:,} rows) | built document ({built_rows:,} rows) |",
             "|---|---|---|",
@@ -220,6 +243,8 @@ def plot_buckets(buckets: dict[str, list[tuple[float, int]]], path: Path, title:
 
 def report(args, results, buckets, began, plot: Path, data: str) -> list[str]:
     pmf = results["pmf"][1]
+    # With --refit, "test_rmse" is the twin's; the validation-stopped model's is kept beside it.
+    stopped = "test_rmse_before_refit" if args.refit else "test_rmse"
     ml_1m = data.startswith("ml-1m:")
     command = "python " + " ".join(sys.argv)
     documents = "built from the data (title, year, genres)"
@@ -243,25 +268,32 @@ def report(args, results, buckets, began, plot: Path, data: str) -> list[str]:
         f"grids {args.reg} (PMF: lambda_U = lambda_V) and {args.hybrid_reg} (hybrids: PMF's lambda_U, own "
         "lambda_V) chosen on validation RMSE; test RMSE at the best-validation iteration, scored once",
         "",
-        "| model | lambda_U | lambda_V | best valid RMSE | test RMSE | test vs pmf | iterations (best) "
-        "| s / iteration (median) | training s | poster, ML-1M |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | lambda_U | lambda_V | best valid RMSE | test RMSE | test vs pmf "
+        + ("| refit twin's test RMSE | twin vs pmf's twin " if args.refit else "")
+        + "| iterations (best) | s / iteration (median) | training s | poster, ML-1M |",
+        "|---" * (12 if args.refit else 10) + "|",
     ]
     for name, ((values, _), s) in results.items():
         p = values["params"]
-        delta = "" if name == "pmf" else f"{s['test_rmse'] - pmf['test_rmse']:+.4f}"
+        delta = "" if name == "pmf" else f"{s[stopped] - pmf[stopped]:+.4f}"
+        twin = ""
+        if args.refit:
+            versus = "" if name == "pmf" else f"{s['test_rmse'] - pmf['test_rmse']:+.4f}"
+            twin = f"| {s['test_rmse']:.4f} | {versus} "
         label = name if name in ("bias", "pmf") else f"hybrid, {name}"
         lines.append(
             f"| {label} | {p.get('reg_user', 'default')} | {p.get('reg_item', 'default')} "
-            f"| {s['valid_rmse']:.4f} | {s['test_rmse']:.4f} "
-            f"| {delta} | {s['epochs']} ({s['best_epoch']}) | {statistics.median(s['epoch_seconds']):.2f} "
+            f"| {s['valid_rmse']:.4f} | {s[stopped]:.4f} "
+            f"| {delta} {twin}| {s['epochs']} ({s['best_epoch']}) "
+            f"| {statistics.median(s['epoch_seconds']):.2f} "
             f"| {sum(s['epoch_seconds']):.0f} | {POSTER.get(name, '–') if ml_1m else '–'} |"
         )
     header = [bucket_label(lo, hi) for lo, hi in BUCKETS]
+    twins = ", of the refit twins" if args.refit else ""
     counts = [n for _, n in buckets["pmf"]]
     lines += [
         "",
-        f"## Test RMSE by item popularity (training ratings per item) — plot: `{plot.name}`",
+        f"## Test RMSE by item popularity (training ratings per item){twins} — plot: `{plot.name}`",
         "",
         "| model | " + " | ".join(f"{h} ({n:,} rows)" for h, n in zip(header, counts, strict=True)) + " |",
         "|---" * (len(header) + 1) + "|",

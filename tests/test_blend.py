@@ -73,6 +73,15 @@ def test_weights_fit_on_valid_match_or_beat_every_member_there(runs, tmp_path, m
     assert f"**{result['test_rmse']:.4f}**" in (tmp_path / "out" / "blend.md").read_text()
 
 
+def test_a_refit_run_also_reports_its_validation_stopped_models_test_rmse(runs):
+    """One refit run gives both figures: the twin's, and the model the no-refit run would have kept."""
+    for name in ("mf", "bias"):
+        plain, twin = summary_of(runs[name]), summary_of(runs[f"{name}-refit"])
+        assert "test_rmse_before_refit" not in plain
+        assert twin["test_rmse_before_refit"] == pytest.approx(plain["test_rmse"], abs=1e-6)
+        assert twin["test_rmse"] != pytest.approx(plain["test_rmse"], abs=1e-6)
+
+
 def test_fit_weights_recovers_a_known_combination():
     rng = np.random.default_rng(0)
     x = rng.normal(3, 1, size=(500, 2))

@@ -297,7 +297,21 @@ def _run_fold(
     # Every non-test row: the refit's data, and what rankings exclude (built once, only if needed).
     needs_seen = config.refit or config.rank_k or model.task == "implicit"
     seen = split.train.concat(split.valid) if needs_seen and len(split.valid) else split.train
+
+    def score(model: Model, ranking: bool = True) -> dict[str, Any]:
+        if split.strong:
+            return strong_generalization(model, split.fold_in, split.test, judge)
+        scores = judge(model, split.test, seen)
+        if ranking and config.rank_k and model.task != "implicit":
+            scores["ranking"] = rank(model, judge.fallback, seen, split.test, judge.k, judge.relevant_rating)
+        return scores
+
+    before_refit = None
     if config.refit and len(split.valid):
+        # The validation-stopped model is scored too, so one run gives both figures (its twin's and
+        # its own) instead of training it twice.
+        if model.task != "implicit":
+            before_refit = score(model, ranking=False).get("rmse")
         # Epoch count chosen on validation; now use those rows too, as peers that train on all of
         # the training part do. The test rows are still untouched.
         refit_config = config.model_copy(
@@ -314,12 +328,7 @@ def _run_fold(
     fit_seconds = time.perf_counter() - began
     if model.task == "implicit":
         model.attach(seen)  # rankings are made from all a model may know of a user, as when served
-    if split.strong:
-        test = strong_generalization(model, split.fold_in, split.test, judge)
-    else:
-        test = judge(model, split.test, seen)
-        if config.rank_k and model.task != "implicit":
-            test["ranking"] = rank(model, judge.fallback, seen, split.test, judge.k, judge.relevant_rating)
+    test = score(model)
     if fold_dir is not None:
         state = distributed.gather_state(model, model.state_dict())
         if distributed.is_main():
@@ -339,6 +348,7 @@ def _run_fold(
         **({"ranking": test.pop("ranking")} if "ranking" in test else {}),
         "test_rmse": test.pop("rmse", None),
         "test_mae": test.pop("mae", None),
+        **({"test_rmse_before_refit": before_refit} if before_refit is not None else {}),
         **{f"test_{name}": value for name, value in test.items()},
         "monitor": monitor,
         "valid_rmse": None,
