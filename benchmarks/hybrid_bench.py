@@ -1,14 +1,14 @@
 """The poster's table: validation-tuned PMF against the hybrid with each text encoder, on one split.
 
 Every cell is a full run (early stopping on validation RMSE; the test RMSE is the one at the
-best-validation iteration, scored once). PMF's lambda_U = lambda_V is chosen on validation from
-``--reg``; each hybrid keeps PMF's chosen lambda_U and chooses its own lambda_V from ``--reg``. The
-report adds the RMSE by item popularity (training ratings per item) of PMF and of each hybrid, as a
-table and a plot, and with ``--item-docs`` the RMSE on items with a text of their own and on the others:
-where does the text help? ``--split cold-items:F:V`` scores items with no training rating (their
-validation items are cold too, so early stopping judges the text alone). With ``--refit`` each cell
-also retrains on train + valid for its best iteration count, and the report gives both test RMSEs (the
-breakdowns are then the refit twins'). Usage::
+best-validation iteration, scored once). PMF's lambda_U = lambda_V is chosen on validation from ``--reg``;
+each hybrid keeps PMF's chosen lambda_U (or chooses one from ``--hybrid-reg-user``) and chooses its own
+lambda_V from ``--hybrid-reg``. The report adds the RMSE by item popularity (training ratings per item)
+of PMF and of each hybrid, as a table and a plot, and with ``--item-docs`` the RMSE on items with a text
+of their own and on the others: where does the text help? ``--split cold-items:F:V`` scores items with
+no training rating (their validation items are cold too, so early stopping judges the text alone). With
+``--refit`` each cell also retrains on train + valid for its best iteration count, and the report gives
+both test RMSEs (the breakdowns are then the refit twins'). Usage::
 
     python benchmarks/hybrid_bench.py --data ../shared/data/ml-1m --split convmf \\
         --out benchmarks/results/hybrid-ml-1m.md
@@ -117,6 +117,9 @@ def main() -> None:
     parser.add_argument("--factors", type=int, default=50)
     parser.add_argument("--reg", default="0.05,0.1,0.15,0.2", help="PMF's lambda grid (valid RMSE chooses)")
     parser.add_argument("--hybrid-reg", default="0.05,0.1,0.15", help="the hybrids' lambda_V grid")
+    parser.add_argument(
+        "--hybrid-reg-user", default=None, help="the hybrids' lambda_U grid (default: PMF's chosen lambda_U)"
+    )
     parser.add_argument("--encoders", default=",".join(ENCODERS))
     parser.add_argument("--epochs", type=int, default=40, help="max iterations per cell")
     parser.add_argument("--patience", type=int, default=3)
@@ -141,6 +144,7 @@ def main() -> None:
 
     grid = [float(r) for r in args.reg.split(",")]
     hybrid_grid = [float(r) for r in args.hybrid_reg.split(",")]
+    user_grid = [float(r) for r in args.hybrid_reg_user.split(",")] if args.hybrid_reg_user else []
     encoders = args.encoders.split(",")
     extra, both = parse_assignments(args.set), parse_assignments(args.shared_set)
     own = {
@@ -173,18 +177,19 @@ def main() -> None:
         pmf_cells = [cell("pmf", {"reg_user": r, "reg_item": r}) for r in grid]
         *pmf_summaries, bias = pool.map(train_cell, [*pmf_cells, bias_cell])
         pmf_cell, pmf = best(pmf_cells, pmf_summaries)
-        reg_user = pmf_cell[0]["params"]["reg_user"]
+        users = user_grid or [pmf_cell[0]["params"]["reg_user"]]
         hybrid_cells = {
             e: [
                 cell(
                     "hybrid",
                     {
                         "encoder": e,
-                        "reg_user": reg_user,
+                        "reg_user": u,
                         "reg_item": r,
                         **settings_for(e, {**extra, **own[e]}),
                     },
                 )
+                for u in users
                 for r in hybrid_grid
             ]
             for e in encoders
@@ -265,8 +270,10 @@ def report(args, results, buckets, began, plot: Path, data: str) -> list[str]:
         f"- documents: {documents}",
         f"- {args.factors} factors{''.join(f'; {s}' for s in args.shared_set)}; at most {args.epochs} "
         f"iterations, patience {args.patience}; lambda "
-        f"grids {args.reg} (PMF: lambda_U = lambda_V) and {args.hybrid_reg} (hybrids: PMF's lambda_U, own "
-        "lambda_V) chosen on validation RMSE; test RMSE at the best-validation iteration, scored once",
+        f"grids {args.reg} (PMF: lambda_U = lambda_V) and {args.hybrid_reg} (hybrids: "
+        + (f"lambda_U from {args.hybrid_reg_user}" if args.hybrid_reg_user else "PMF's lambda_U")
+        + ", own lambda_V) chosen on validation RMSE; test RMSE at the best-validation iteration, "
+        "scored once",
         "",
         "| model | lambda_U | lambda_V | best valid RMSE | test RMSE | test vs pmf "
         + ("| refit twin's test RMSE | twin vs pmf's twin " if args.refit else "")
