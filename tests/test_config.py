@@ -105,6 +105,13 @@ def test_shipped_presets_are_valid(name):
     assert config.split == "fold:u1" and config.model_params().epochs == 200
 
 
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_shipped_preset_builds(path):
+    """A preset the README points at must load as it is: a renamed parameter would strand it."""
+    config = build_config(load_config_file(path))
+    assert config.model and config.model_params() is not None
+
+
 def test_load_config_file_errors(tmp_path):
     with pytest.raises(DeepMovieError, match=re.escape(f"{tmp_path / 'none.yaml'}: no such file")):
         load_config_file(tmp_path / "none.yaml")
