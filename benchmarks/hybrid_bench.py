@@ -147,10 +147,13 @@ def main() -> None:
     user_grid = [float(r) for r in args.hybrid_reg_user.split(",")] if args.hybrid_reg_user else []
     encoders = args.encoders.split(",")
     extra, both = parse_assignments(args.set), parse_assignments(args.shared_set)
-    own = {
-        e: parse_assignments([a.split(":", 1)[1] for a in args.encoder_set if a.split(":", 1)[0] == e])
-        for e in encoders
-    }
+    per_encoder: dict[str, list[str]] = {e: [] for e in encoders}
+    for assignment in args.encoder_set:
+        encoder, _, setting = assignment.partition(":")
+        if encoder not in per_encoder or not setting:
+            parser.error(f"--encoder-set {assignment!r}: give ENCODER:key=value, ENCODER one of --encoders")
+        per_encoder[encoder].append(setting)
+    own = {e: parse_assignments(settings) for e, settings in per_encoder.items()}
     base = {
         "refit": args.refit,
         "data": args.data,
@@ -259,6 +262,11 @@ def report(args, results, buckets, began, plot: Path, data: str) -> list[str]:
             + (", each after the item's built document" if args.with_metadata else "")
             + "; an item without one keeps its built document"
         )
+    columns = (
+        "| model | lambda_U | lambda_V | best valid RMSE | test RMSE | test vs pmf "
+        + ("| refit twin's test RMSE | twin vs pmf's twin " if args.refit else "")
+        + "| iterations (best) | s / iteration (median) | training s | poster, ML-1M |"
+    )
     lines = [
         f"# PMF vs the DeepMovie hybrid with each text encoder: {Path(args.data).name}, split `{args.split}`",
         "",
@@ -275,10 +283,8 @@ def report(args, results, buckets, began, plot: Path, data: str) -> list[str]:
         + ", own lambda_V) chosen on validation RMSE; test RMSE at the best-validation iteration, "
         "scored once",
         "",
-        "| model | lambda_U | lambda_V | best valid RMSE | test RMSE | test vs pmf "
-        + ("| refit twin's test RMSE | twin vs pmf's twin " if args.refit else "")
-        + "| iterations (best) | s / iteration (median) | training s | poster, ML-1M |",
-        "|---" * (12 if args.refit else 10) + "|",
+        columns,
+        "|---" * (columns.count("|") - 1) + "|",
     ]
     for name, ((values, _), s) in results.items():
         p = values["params"]
