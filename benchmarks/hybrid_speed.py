@@ -42,11 +42,7 @@ def time_iterations(values: dict, iterations: int, device: torch.device) -> dict
     parts: dict[str, list[float]] = {"als": [], "encoder": [], "iteration": []}
     for iteration in range(1, iterations + 2):  # the first one warms up and is not counted
         began = time.perf_counter()
-        prior = model.encode()
-        if iteration == 1:
-            model.item_factors.copy_(prior)
-        model.sweep_users()
-        model.sweep_items(prior)
+        model.solve_factors(iteration)
         _sync(device)
         middle = time.perf_counter()
         model.fit_encoder(iteration)

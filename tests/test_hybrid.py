@@ -161,6 +161,31 @@ def test_items_without_training_ratings_take_their_factors_from_text(folder):
     np.testing.assert_allclose(predicted, expected, rtol=1e-6)
 
 
+def test_text_bias_is_the_prior_of_each_item_bias_and_an_unrated_items_bias(folder):
+    cfg = config(folder, biases=True, text_bias=True, reg_bias=1e4, encoder_epochs=2)
+    dataset, splits = prepare(cfg)
+    split = splits[0]
+    model = build_model(cfg, dataset, split, torch.device("cpu"))
+    assert model.encode().shape == (dataset.n_items, 4 + 1)  # the factors, then the bias
+    rated = np.unique(split.train.items)
+    model.prepare(split.train.subset(split.train.items != rated[0]), seed=0)
+    encoded = model.encode()
+    model.sweep_users()
+    model.sweep_items(*model.split_prior(encoded))
+    torch.testing.assert_close(model.item_bias[rated[0]], encoded[rated[0], -1])  # unrated: text alone
+    torch.testing.assert_close(model.item_factors[rated[0]], encoded[rated[0], :-1])
+    # A stiff bias ridge holds the rated items' biases at the text's, not at 0.
+    torch.testing.assert_close(model.item_bias[rated], encoded[rated, -1], atol=1e-3, rtol=0)
+    assert float(encoded[rated, -1].abs().max()) > 0.01
+    # The encoder regresses the biases too: a target it must learn moves its last column toward it.
+    model.item_bias.copy_(torch.linspace(-1, 1, dataset.n_items))
+    before = float(((model.encode()[:, -1] - model.item_bias) ** 2).mean())
+    model.fit_encoder(1)
+    assert float(((model.encode()[:, -1] - model.item_bias) ** 2).mean()) < 0.75 * before
+    with pytest.raises(DeepMovieError, match="hybrid' parameters: Value error, text_bias predicts"):
+        config(folder, text_bias=True)
+
+
 def test_hybrid_trains_selects_by_validation_and_the_encoder_fits_the_factors(folder):
     summary = run(config(folder, epochs=4, encoder="cnn", reg_item=1.0), None, quiet=True)
     assert np.isfinite(summary["test_rmse"]) and summary["valid_rmse"] is not None
@@ -305,7 +330,8 @@ def test_batches_cut_to_their_longest_document_encode_as_the_full_padding(folder
     assert model.batch(torch.arange(3, 10)).shape[1] <= model.inputs.shape[1] - 6
 
 
-def test_on_cold_items_the_text_predicts_what_the_bias_baseline_cannot(tmp_path):
+@pytest.mark.parametrize("biased", [{}, {"biases": True, "text_bias": True}], ids=["pmf", "text-bias"])
+def test_on_cold_items_the_text_predicts_what_the_bias_baseline_cannot(tmp_path, biased):
     """``cold-items``: held-out items have no training rating, only their title. Titles say 'splendid'
     or 'dreadful' and ratings follow them; the hybrid reads that, the bias baseline sees the mean."""
     rng = np.random.default_rng(0)
@@ -320,7 +346,7 @@ def test_on_cold_items_the_text_predicts_what_the_bias_baseline_cannot(tmp_path)
     movies = ["movieId,title,genres"] + [f"{i + 1},{t},Drama" for i, t in enumerate(titles)]
     (tmp_path / "movies.csv").write_text("\n".join(movies) + "\n")
     figures = {}
-    for model, params in (("bias", {}), ("hybrid", {"factors": 4, "epochs": 2})):
+    for model, params in (("bias", {}), ("hybrid", {"factors": 4, "epochs": 2, **biased})):
         rec = deepmovie.fit(model, data=tmp_path, split="cold-items:0.2", seed=0, device="cpu", **params)
         assert rec.summary["cold_test_rows"] == rec.summary["n_test"]  # every test row is cold
         figures[model] = rec.summary["test_rmse"]

@@ -179,7 +179,7 @@ def dump_yaml(values: dict[str, Any]) -> str:
 
 def _describe(exc: ValidationError, what: str, cls: type[BaseModel]) -> str:
     error = exc.errors()[0]
-    field = ".".join(str(p) for p in error["loc"]) or "?"
+    field = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
         owner = cls  # the model the unknown key sits in, e.g. ReadConfig for 'read.foo'
         for part in error["loc"][:-1]:
@@ -192,4 +192,5 @@ def _describe(exc: ValidationError, what: str, cls: type[BaseModel]) -> str:
     shown = repr(error.get("input"))
     if len(shown) > SHOWN_INPUT:  # a 10,000-character --set value is named, not echoed
         shown = f"{shown[:SHOWN_INPUT]}... ({len(shown):,} characters)"
-    return f"{what} {field!r}: {error['msg']} (got {shown})"
+    where = f"{what} {field!r}" if field else f"{what}s"  # no field: a check across several of them
+    return f"{where}: {error['msg']} (got {shown})"

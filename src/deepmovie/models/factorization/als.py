@@ -105,6 +105,7 @@ def solve_rows(
     fixed_bias: torch.Tensor | None = None,
     out_bias: torch.Tensor | None = None,
     reg_bias: float = 0.0,
+    bias_center: torch.Tensor | None = None,
 ) -> float:
     """Overwrite ``out`` with the ridge solution of every row; rows with no rating get ``center`` (or 0).
 
@@ -113,7 +114,8 @@ def solve_rows(
     ``center`` is the prior mean the ridge pulls toward (the hybrid's encoder output); with
     ``reg_by_count`` the ridge weight is ``reg * n_ratings`` (ALS-WR). Biased ALS: ``fixed_bias`` (the
     fixed side's biases) is taken off each rating, and ``out_bias`` is solved with the vector as one
-    more column of ones, with ridge weight ``reg_bias`` (scaled by the count as ``reg`` is).
+    more column of ones, with ridge weight ``reg_bias`` (scaled by the count as ``reg`` is), pulled
+    toward ``bias_center`` (the hybrid's text-predicted bias) instead of 0 when one is given.
     """
     k = fixed.shape[1]
     squared_error = torch.zeros((), device=fixed.device, dtype=torch.float64)
@@ -122,7 +124,10 @@ def solve_rows(
     else:
         out.copy_(center)
     if out_bias is not None:
-        out_bias.zero_()
+        if bias_center is None:
+            out_bias.zero_()
+        else:
+            out_bias.copy_(bias_center)
     for chunk in padded.chunks:
         mask = chunk.mask.to(fixed.dtype)
         values = chunk.values.to(fixed.dtype)
@@ -141,6 +146,8 @@ def solve_rows(
             diagonal[:, k] += reg_bias * count
         if center is not None:
             rhs[:, :k] += weight[:, None] * center[chunk.rows]
+        if bias_center is not None:
+            rhs[:, k] += reg_bias * count * bias_center[chunk.rows]
         factor, info = torch.linalg.cholesky_ex(gram)
         if bool(info.any()):  # numerically indefinite: fall back to a general solve
             solution = torch.linalg.solve(gram, rhs)

@@ -72,8 +72,9 @@ class PMF(Model):
             **self._bias_terms(self.item_bias, self.user_bias) if self.params.biases else {},
         )
 
-    def sweep_items(self, prior: torch.Tensor | None = None) -> float:
-        """Item update; ``prior`` (the hybrid's encoder output) is the point lambda_V pulls toward.
+    def sweep_items(self, prior: torch.Tensor | None = None, bias_prior: torch.Tensor | None = None) -> float:
+        """Item update; ``prior`` (the hybrid's encoder output) is the point lambda_V pulls toward, and
+        ``bias_prior`` the one the item biases' ridge pulls toward (0 without it).
 
         Returns the squared error of the training ratings after the update (masked padding).
         """
@@ -84,11 +85,13 @@ class PMF(Model):
             self.params.reg_item,
             center=prior,
             reg_by_count=self.params.reg_by_count,
-            **self._bias_terms(self.user_bias, self.item_bias) if self.params.biases else {},
+            **self._bias_terms(self.user_bias, self.item_bias, bias_prior) if self.params.biases else {},
         )
 
-    def _bias_terms(self, fixed: torch.Tensor, out: torch.Tensor) -> dict[str, Any]:
-        return {"fixed_bias": fixed, "out_bias": out, "reg_bias": self.params.reg_bias}
+    def _bias_terms(
+        self, fixed: torch.Tensor, out: torch.Tensor, center: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        return {"fixed_bias": fixed, "out_bias": out, "reg_bias": self.params.reg_bias, "bias_center": center}
 
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         dots = (self.user_factors[users] * self.item_factors[items]).sum(-1)

@@ -10,7 +10,12 @@ trainer restores it):
    ratings and a rarely rated one leans on its text;
 3. the encoder is trained ``encoder_epochs`` epochs to regress the new item factors (MSE, mini-batches).
 
-Items no training rating touches keep ``v_j = encoder(W, X_j)``: their factors come from text alone.
+With ``biases`` and ``text_bias`` the encoder also predicts each item's bias, the point the bias ridge
+pulls toward instead of 0: how well a film is liked is partly in its text, and the plain ridge would
+shrink every bias toward the mean (by a fixed share under ``reg_by_count``).
+
+Items no training rating touches keep ``v_j = encoder(W, X_j)``: their factors (and bias) come from text
+alone.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from deepmovie.data.interactions import Interactions
 from deepmovie.data.text import tokenize
@@ -65,6 +70,15 @@ class HybridParams(PMFParams):
     freeze_word_vectors: bool = Field(
         False, description="keep the pretrained words' vectors fixed (the other words' rows still train)"
     )
+    text_bias: bool = Field(
+        False, description="with biases: the encoder also predicts each item's bias, its ridge's prior mean"
+    )
+
+    @model_validator(mode="after")
+    def _text_bias_needs_biases(self) -> HybridParams:
+        if self.text_bias and not self.biases:
+            raise ValueError("text_bias predicts the item biases: set biases too")
+        return self
 
 
 @MODELS.register("hybrid")
@@ -84,7 +98,8 @@ class Hybrid(PMF):
             )
         tokens = tokenize(documents, params.max_length, params.max_df, params.max_words, params.min_df)
         self.vocabulary = tokens.vocabulary
-        self.encoder = build_encoder(params.encoder, tokens.vocab_size, params.factors, params.encoder_params)
+        self.outputs = params.factors + params.text_bias  # the last column: the item's bias
+        self.encoder = build_encoder(params.encoder, tokens.vocab_size, self.outputs, params.encoder_params)
         if params.word_vectors is not None:
             swap_word_tables(self.encoder, params.word_vectors, params.freeze_word_vectors)
         # What the encoder reads per item: word ids (a copy: the cached tokens are shared), or its own
@@ -124,10 +139,11 @@ class Hybrid(PMF):
 
     @torch.no_grad()
     def encode(self) -> torch.Tensor:
-        """``encoder(W, X_j)`` for every item, in eval mode (no dropout)."""
+        """``encoder(W, X_j)`` for every item, in eval mode (no dropout); with ``text_bias`` the last
+        column is the item's bias."""
         # Shortest documents first, so each batch is cut to a similar length; then back in item order.
         order = torch.argsort(self.words) if self.words is not None else torch.arange(len(self.inputs))
-        out = torch.empty(len(self.inputs), self.params.factors, device=self.inputs.device)
+        out = torch.empty(len(self.inputs), self.outputs, device=self.inputs.device)
         with eval_mode(self.encoder):
             for rows in order.to(self.inputs.device).split(ENCODE_BATCH):
                 out[rows] = self.encoder(self.batch(rows))
@@ -142,17 +158,32 @@ class Hybrid(PMF):
         return inputs[:, : max(int(self.words[rows].max()), 1)]
 
     def train_epoch(self, epoch: int) -> float:
-        prior = self.encode()
-        if epoch == 1:  # as ConvMF: item factors start at the encoder's output
-            self.item_factors.copy_(prior)
-        self.sweep_users()
-        squared_error = self.sweep_items(prior)
+        squared_error = self.solve_factors(epoch)
         self.fit_encoder(epoch)
         return squared_error / max(self._n_train, 1)
 
+    def solve_factors(self, epoch: int) -> float:
+        """Steps 1 and 2 (the ALS half of an iteration); returns the training squared error."""
+        prior, bias_prior = self.split_prior(self.encode())
+        if epoch == 1:  # as ConvMF: item factors start at the encoder's output
+            self.item_factors.copy_(prior)
+            if bias_prior is not None:
+                self.item_bias.copy_(bias_prior)
+        self.sweep_users()
+        return self.sweep_items(prior, bias_prior)
+
+    def split_prior(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The encoder's output as (factor prior, bias prior or None)."""
+        if not self.params.text_bias:
+            return encoded, None
+        return encoded[:, :-1], encoded[:, -1]
+
     def fit_encoder(self, epoch: int) -> float:
-        """Regress the item factors on the documents; returns the last epoch's mean squared error."""
+        """Regress the item factors (and biases) on the documents; returns the last epoch's mean squared
+        error."""
         target = self.item_factors.detach()
+        if self.params.text_bias:
+            target = torch.cat([target, self.item_bias.detach()[:, None]], 1)
         generator = torch.Generator().manual_seed(self._seed * 1_000_003 + epoch)
         self.encoder.train()
         for _ in range(self.params.encoder_epochs):
